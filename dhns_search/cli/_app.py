@@ -1,0 +1,66 @@
+"""The Typer application, the shared console and the error boundary of every command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from dhns_search import __version__
+from dhns_search.errors import DhnsError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="dhns-search",
+    help="Hyperparameter search for DHNS (diffusion-based hierarchical negative sampling) on "
+    "multimodal knowledge graphs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Inspect, check and synthesise datasets.", no_args_is_help=True)
+features_app = typer.Typer(help="Make modality feature tables.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+F = TypeVar("F", bound=Callable)
+
+
+def cli_errors(func: F) -> F:
+    """Turn :class:`DhnsError` into one readable message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DhnsError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"dhns-search {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """dhns-search command line."""
+
+
+def echo_err(msg: str) -> None:
+    err_console.print(msg, highlight=False)
+    sys.stderr.flush()

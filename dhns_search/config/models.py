@@ -1,0 +1,208 @@
+"""Strict, typed configuration of one DHNS training run.
+
+Every knob of the trainer is a field here, because the search layer tunes them by dotted path
+(``dhns.steps``, ``model.scorer`` ...).  All models forbid unknown keys and validate types strictly
+(``"0.1"`` is not a float); :func:`dhns_search.config.io.validate_config` turns pydantic's errors
+into one message that names every bad key path.
+
+The defaults describe a small, fast DHNS run on the embedded synthetic graph; the released
+configuration of the paper is the preset ``paper-distmult-mkgy``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ScorerName = Literal["transe", "rotate", "distmult", "complex"]
+DISTANCE_SCORERS = ("transe", "rotate")
+BILINEAR_SCORERS = ("distmult", "complex")
+#: The three semantic spaces of DHNS.  ``structural`` is the learned embedding table; the other
+#: names refer to feature tables of the dataset (any named table can be used).
+STRUCTURAL = "structural"
+
+
+class StrictModel(BaseModel):
+    """Base: unknown keys rejected, no silent type coercion, defaults validated too."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, validate_assignment=True)
+
+
+class SynthConfig(StrictModel):
+    """Parameters of the embedded synthetic multimodal graph (used when ``data.path`` is null)."""
+
+    num_entities: int = Field(600, ge=10, description="number of entities")
+    num_relations: int = Field(12, ge=1, description="number of relations")
+    num_triples: int = Field(9000, ge=10, description="number of distinct triples before the split")
+    latent_dim: int = Field(16, ge=2, description="width of the hidden entity factors")
+    visual_dim: int = Field(64, ge=1, description="width of the visual feature table")
+    textual_dim: int = Field(48, ge=1, description="width of the textual feature table")
+    feature_noise: float = Field(0.5, ge=0.0, description="noise of the feature projections")
+    missing_fraction: float = Field(0.15, ge=0.0, lt=1.0, description="rows without a feature vector")
+    valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    seed: int = Field(0, description="generator seed: the same seed gives the same files byte for byte")
+
+
+class DataConfig(StrictModel):
+    path: str | None = Field(
+        None, description="dataset directory in OpenKE layout; null = the embedded synthetic graph"
+    )
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    features: Literal["auto"] | dict[str, str] = Field(
+        "auto",
+        description="modality name -> feature file (relative to the dataset directory or absolute); "
+        "'auto' finds features/<name>.{npy,pth,pt} and <dataset>-<name>.pth",
+    )
+    modalities: list[str] | None = Field(
+        None, description="subset of the feature tables to use; null = every table found"
+    )
+    placeholder_features: dict[str, int] = Field(
+        default_factory=dict,
+        description="name -> width of a feature table with every row missing (a modality marked missing)",
+    )
+
+
+class ModelConfig(StrictModel):
+    scorer: ScorerName = "distmult"
+    dim: int = Field(64, ge=2, description="model dimension d (RotatE/ComplEx: d complex = 2d reals)")
+    gamma: float = Field(12.0, gt=0.0, description="margin of distance scorers; sets the init range")
+    epsilon: float = Field(2.0, gt=0.0, description="init range is (gamma + epsilon) / dim")
+    fusion: Literal["attention", "mean", "none"] = Field(
+        "attention", description="how modality vectors become one entity vector; none = structural only"
+    )
+    feature_mode: Literal["frozen", "finetune"] = Field(
+        "frozen", description="keep raw feature rows fixed, or fine-tune them as the released code does"
+    )
+    normalize_entities: bool = Field(False, description="L2-normalise entity vectors (released TransE)")
+
+
+class NegativeConfig(StrictModel):
+    sampler: Literal["uniform", "bernoulli"] = "uniform"
+    corrupt: Literal["alternate", "head", "tail", "mixed"] = Field(
+        "alternate", description="alternate head/tail batches (released), one side only, or mixed per row"
+    )
+    num: int = Field(32, ge=1, description="negatives per positive")
+    filtered: bool = Field(False, description="re-draw negatives that are true training triples")
+
+
+class LossConfig(StrictModel):
+    kind: Literal["self_adversarial", "margin_ranking", "softplus"] = "self_adversarial"
+    adv_temperature: float = Field(0.5, ge=0.0, description="self-adversarial alpha; 0 = uniform weights")
+    margin: float = Field(1.0, gt=0.0, description="margin of the margin-ranking loss")
+    regularizer: Literal["none", "l2", "l3"] = "l3"
+    reg_weight: float = Field(1.0e-6, ge=0.0)
+
+
+class MarginConfig(StrictModel):
+    """NTAT per-level margin factors w_m[k] (multiplied with the margin scale)."""
+
+    schedule: Literal["fixed", "linear", "geometric"] = "fixed"
+    factors: list[float] = Field(
+        default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], description="fixed: one factor per level"
+    )
+    start: float = Field(0.1, gt=0.0, description="linear/geometric: factor of the hardest level")
+    end: float = Field(0.9, gt=0.0, description="linear/geometric: factor of the easiest level")
+    bilinear_scale: float = Field(
+        1.0, ge=0.0, description="margin scale for bilinear scorers (distance scorers use model.gamma)"
+    )
+    curriculum_epochs: int = Field(
+        0, ge=0, description="0 = off; else factors move linearly from 1.0 to their value over N epochs"
+    )
+
+
+class DHNSConfig(StrictModel):
+    enabled: bool = True
+    steps: int = Field(50, ge=2, description="number of diffusion steps T")
+    schedule: Literal["linear", "cosine", "linear_to_noise"] = Field(
+        "linear", description="linear beta (released), cosine, or linear rescaled so abar_T ~ 0"
+    )
+    beta_start: float = Field(1.0e-4, gt=0.0, lt=1.0)
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)
+    sampler: Literal["ancestral", "strided"] = "ancestral"
+    sampler_steps: int | None = Field(None, ge=1, description="strided: number of reverse steps")
+    hidden_mult: int = Field(4, ge=1, description="denoiser hidden width = hidden_mult * d")
+    modalities: list[str] = Field(
+        default_factory=lambda: ["structural", "visual", "textual"],
+        description="semantic levels: spaces the generator runs in (absent tables are skipped)",
+    )
+    scoring: Literal["auto", "average", "fused"] = Field(
+        "auto", description="score generated modality vectors per modality and average, or fuse them; "
+        "auto = released behaviour (average for distmult, fused otherwise)"
+    )
+    levels: list[float] = Field(
+        default_factory=lambda: [0.0, 0.1, 0.125, 0.25, 0.5],
+        description="hardness levels: kept steps of the reverse chain as fractions of T",
+    )
+    level_weights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.0, 0.5])
+    margin: MarginConfig = Field(default_factory=MarginConfig)
+    weight: float = Field(0.01, ge=0.0, description="lambda (mu in the released code)")
+    generator_lr: float = Field(0.002, gt=0.0)
+    generator_steps: int = Field(1, ge=0, description="generator updates per batch")
+    detach_inputs: bool = Field(True, description="false = released behaviour (diffusion loss trains the KGC model)")
+    diffusion_loss: Literal["mse", "l1"] = "mse"
+    batch_fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of each batch given generated negatives")
+    refresh_every: int = Field(1, ge=1, description="regenerate negatives every k batches")
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one hardness level is needed")
+        if any(not 0.0 <= x < 1.0 for x in v):
+            raise ValueError("levels are fractions of T in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DHNSConfig":
+        if len(self.level_weights) != len(self.levels):
+            raise ValueError(
+                f"level_weights has {len(self.level_weights)} entries but levels has {len(self.levels)}"
+            )
+        if any(w < 0 for w in self.level_weights):
+            raise ValueError("level_weights must be >= 0")
+        if self.enabled and sum(self.level_weights) <= 0:
+            raise ValueError("level_weights are all zero: no generated negative would count")
+        if self.margin.schedule == "fixed" and len(self.margin.factors) != len(self.levels):
+            raise ValueError(
+                f"margin.factors has {len(self.margin.factors)} entries but levels has {len(self.levels)}"
+            )
+        if self.beta_end <= self.beta_start and self.schedule != "cosine":
+            raise ValueError(f"beta_end ({self.beta_end}) must exceed beta_start ({self.beta_start})")
+        if self.sampler == "strided" and self.sampler_steps is None:
+            raise ValueError("sampler 'strided' needs sampler_steps")
+        if len(set(self.modalities)) != len(self.modalities) or not self.modalities:
+            raise ValueError("modalities must be a non-empty list without repeats")
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(0.005, gt=0.0)
+    eval_every: int = Field(5, ge=1, description="evaluate on the validation split every k epochs")
+    patience: int = Field(0, ge=0, description="evaluations without improvement before stopping; 0 = off")
+    metric: Literal[
+        "mrr_realistic_filtered", "mrr_optimistic_filtered", "hits_at_10_realistic_filtered"
+    ] = "mrr_realistic_filtered"
+    eval_batch_size: int = Field(256, ge=1, description="queries scored at once during evaluation")
+    test: bool = Field(True, description="evaluate the restored best checkpoint on the test split")
+    progress: bool = True
+
+
+class RunConfig(StrictModel):
+    """The whole configuration of one training run."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    negatives: NegativeConfig = Field(default_factory=NegativeConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    dhns: DHNSConfig = Field(default_factory=DHNSConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    provenance: dict[str, str | int | float | None] | None = Field(
+        None, description="where an exported config came from (study, trial, metric, versions)"
+    )

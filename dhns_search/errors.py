@@ -1,0 +1,31 @@
+"""Errors that reach the user as one clear message and a non-zero exit code.
+
+Library code raises :class:`DhnsError` (or a subclass) for any bad input: the CLI catches it, prints
+the message and exits with ``exit_code``.  Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DhnsError(Exception):
+    """A problem with the user's input or environment, explained in ``str(err)``."""
+
+    exit_code = 2
+
+
+class ConfigError(DhnsError):
+    """A configuration or search-space file that does not validate."""
+
+
+class DataError(DhnsError):
+    """A dataset or feature file that is missing, malformed or inconsistent."""
+
+
+class TrainingError(DhnsError):
+    """Training could not go on (for example a NaN or infinite loss)."""
+
+    exit_code = 3
+
+
+class StudyError(DhnsError):
+    """An unknown study, a study without completed trials, or a storage problem."""

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Creates the virtual environment and installs dhns-search with everything the tests need.
+# On a CPU-only machine this installs the CPU build of torch (torch==2.13.0) first, so the
+# unpinned dependency is already satisfied and no CUDA wheels are pulled.  If a torch is already
+# importable in the environment (e.g. a user's CUDA build), it is left alone.
+set -euo pipefail
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${DHNS_TORCH_SPEC:-torch==2.13.0}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "installing $TORCH_SPEC"
+    "$PY" -m pip install -q "$TORCH_SPEC" 2>&1 | grep -v '^WARNING: Location' || true
+fi
+"$PY" -c "import torch" || { echo "torch could not be installed ($TORCH_SPEC)" >&2; exit 1; }
+echo "installing dhns-search and its extras"
+"$PY" -m pip install -q -e ".[dev,text,postgres]" 2>&1 | grep -v '^WARNING: Location' || true
+"$PY" -c "import dhns_search, optuna, mlflow" || { echo "installation failed" >&2; exit 1; }
+echo "ready: $VENV/bin/dhns-search"
