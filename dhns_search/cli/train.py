@@ -1,0 +1,76 @@
+"""``dhns-search train``: one final training run (or several seeds) from a config, preset or export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from dhns_search.cli._app import app, cli_errors, console
+from dhns_search.errors import ConfigError
+
+_SHOWN = [
+    "mrr_realistic_filtered",
+    "mrr_optimistic_filtered",
+    "mr_realistic_filtered",
+    "hits_at_1_realistic_filtered",
+    "hits_at_3_realistic_filtered",
+    "hits_at_10_realistic_filtered",
+]
+
+
+@app.command("train")
+@cli_errors
+def train_command(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (e.g. an export)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A shipped preset (see --list-presets)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory (sets data.path)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Dotted override, e.g. train.lr=0.001."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train N seeds and report mean and std."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (sets device)."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="List the shipped presets and exit."),
+) -> None:
+    """Train DHNS (or a plain KGE model) and print validation and test metrics."""
+    from dhns_search.config import load_config, preset_names
+    from dhns_search.training.runs import default_run_dir, train_seeds
+
+    if list_presets:
+        for name in preset_names():
+            console.print(name)
+        return
+    if config is None and preset is None:
+        raise ConfigError("give --config FILE or --preset NAME (see --list-presets)")
+    extra = list(overrides)
+    if data is not None:
+        extra.append(f"data.path={data}")
+    if device is not None:
+        extra.append(f"device={device}")
+    cfg = load_config(config, preset=preset, overrides=extra)
+    name = preset or (config.stem if config else "run")
+    out_dir = out or default_run_dir("runs", name)
+    console.print(f"training [bold]{name}[/] ({cfg.model.scorer}, dhns={'on' if cfg.dhns.enabled else 'off'}, "
+                  f"seed {cfg.seed}{f' +{seeds - 1}' if seeds > 1 else ''}) -> {out_dir}")
+    summary = train_seeds(cfg, seeds=seeds, out_dir=out_dir)
+
+    table = Table(title=f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds")
+    table.add_column("metric")
+    table.add_column("validation", justify="right")
+    table.add_column("test", justify="right")
+    for key in _SHOWN:
+        def cell(split: str) -> str:
+            k = f"{split}/{key}"
+            if k not in summary.mean:
+                return "-"
+            fmt = "{:.2f}" if key.startswith("mr_") else "{:.4f}"
+            return fmt.format(summary.mean[k]) + (f" ± {fmt.format(summary.std[k])}" if seeds > 1 else "")
+
+        table.add_row(key, cell("valid"), cell("test"))
+    console.print(table)
+    if summary.reproduction is not None:
+        expected, got = summary.reproduction
+        verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
+        console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
+    console.print(f"run folder: {summary.out_dir}")

@@ -1,0 +1,182 @@
+"""DHNS: the DiffHEG generator wired to a KGE model, and the NTAT loss on its negatives.
+
+One training step of DHNS (method section 4), as :func:`dhns_search.training.loop.train` runs it:
+
+1. score positives and base negatives -> ``L_KGC`` (the loop does this);
+2. ``generator_steps`` updates of the generator on the diffusion loss (:meth:`DHNS.generator_update`);
+3. without gradients, run the reverse chain for every modality and both directions and keep the hardness
+   levels (:meth:`DHNS.generate`);
+4. ``L_HA`` on the generated negatives (:meth:`DHNS.hardness_loss`); ``L = L_KGC + lambda * L_HA``.
+
+Shapes: ``B`` batch, ``M`` modalities the generator runs in (semantic levels), ``w`` entity width,
+``L`` hardness levels.  Directions are stacked as ``[2, ...]``: index 0 generates the **tail** (conditioned
+on the head), index 1 generates the **head** (conditioned on the tail) - separate chains that share one
+denoiser call per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dhns_search.config.models import DHNSConfig, LossConfig, ModelConfig
+from dhns_search.diffusion import DiffHEG
+from dhns_search.errors import ConfigError
+from dhns_search.training.ntat import margin_factors, margin_scale, ntat_loss
+
+TAIL, HEAD = 0, 1
+
+
+@dataclass
+class Generated:
+    """Generated negatives for some rows of a batch.
+
+    rows: [B'] long, the rows of the batch they belong to (the positives they were conditioned on).
+    triples: [B', 3] long, those positives (kept so that cached negatives stay tied to their triples).
+    levels: list of L tensors [2, B', M, w] (direction x row x modality x width), hardest first as configured.
+    """
+
+    triples: torch.Tensor
+    levels: list[torch.Tensor]
+
+
+class DHNS(nn.Module):
+    """The generator of one KGE model plus everything needed to turn its samples into a loss."""
+
+    def __init__(self, model: nn.Module, cfg: DHNSConfig, model_cfg: ModelConfig, loss_cfg: LossConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model_cfg = model_cfg
+        self.loss_cfg = loss_cfg
+        available = list(model.entities.modalities)
+        missing = [m for m in cfg.modalities if m not in available]
+        if missing:
+            raise ConfigError(
+                f"dhns.modalities: {missing} not available; this model has {available} "
+                "(feature tables come from data.features / data.placeholder_features)"
+            )
+        #: names and indices (into the model's modality axis) of the semantic levels the generator runs in
+        self.modalities = list(cfg.modalities)
+        self.register_buffer(
+            "modality_index",
+            torch.tensor([available.index(m) for m in self.modalities], dtype=torch.long),
+            persistent=False,
+        )
+        width = model.scorer.entity_width(model_cfg.dim)
+        self.generator = DiffHEG.from_config(width, cfg)
+        self.kept = self.generator.kept_steps(cfg.levels)
+        scoring = cfg.scoring
+        if scoring == "auto":  # the released code: DistMult averages per-modality scores, TransE/RotatE fuse
+            scoring = "average" if model_cfg.scorer == "distmult" else "fused"
+        self.scoring = scoring
+        self.register_buffer("level_weights", torch.tensor(cfg.level_weights, dtype=torch.float32), persistent=False)
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _vectors(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """ids: [B] -> [B, M, w] the generator's modality vectors of these entities."""
+        return model.entities.modality_vectors(ids).index_select(-2, self.modality_index)
+
+    def _conditions(self, model: nn.Module, triples: torch.Tensor, detach: bool):
+        """triples: [B, 3] -> (x0 [2, B, M, w] true answers, cond [2, B, M, w] conditions)."""
+        h, r, t = triples.unbind(-1)
+        vh, vt = self._vectors(model, h), self._vectors(model, t)
+        rel = model.relation(r).unsqueeze(-2)  # [B, 1, wr]: the structural relation for every modality
+        if detach:
+            vh, vt, rel = vh.detach(), vt.detach(), rel.detach()
+        scorer = model.scorer
+        cond = torch.stack([scorer.compose(vh, rel, "tail"), scorer.compose(vt, rel, "head")])
+        x0 = torch.stack([vt, vh])
+        return x0, cond
+
+    # ------------------------------------------------------------------------------------ stage 2
+    def diffusion_loss(self, model: nn.Module, triples: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """triples: [B, 3] -> scalar diffusion loss over both directions and every modality."""
+        x0, cond = self._conditions(model, triples, detach=self.cfg.detach_inputs)
+        # mean over examples and modalities, times M: the released code sums the per-modality losses
+        return self.generator.loss(x0, cond, self.cfg.diffusion_loss, generator=generator) * len(self.modalities)
+
+    # ------------------------------------------------------------------------------------ stage 3
+    @torch.no_grad()
+    def generate(self, model: nn.Module, triples: torch.Tensor, generator: torch.Generator | None) -> Generated:
+        """triples: [B', 3] -> generated heads and tails at every hardness level (no gradients)."""
+        _, cond = self._conditions(model, triples, detach=True)
+        levels = self.generator.sample(
+            cond,
+            self.kept,
+            sampler=self.cfg.sampler,
+            sampler_steps=self.cfg.sampler_steps,
+            generator=generator,
+        )
+        return Generated(triples=triples, levels=levels)
+
+    # ------------------------------------------------------------------------------------ stage 4
+    def level_scores(self, model: nn.Module, gen: Generated) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores of the positives [B'] and of the generated negatives [L, 3, B'].
+
+        The three negatives per level are: head replaced, tail replaced, both replaced.  With
+        ``average`` scoring each modality's generated vector is scored against the same modality's
+        true vectors and the M scores are averaged; with ``fused`` the generated modality vectors are
+        fused by the model's fusion and scored against the fused true entities.
+        """
+        h, r, t = gen.triples.unbind(-1)
+        pos = model.score_triples(h, r, t)
+        rel = model.relation(r)
+        scorer = model.scorer
+        out = []
+        if self.scoring == "average":
+            vh, vt = self._vectors(model, h), self._vectors(model, t)  # [B, M, w], with gradients
+            rel_m = rel.unsqueeze(-2)
+            for lev in gen.levels:
+                gt, gh = lev[TAIL], lev[HEAD]
+                out.append(
+                    torch.stack(
+                        [
+                            scorer.score(gh, rel_m, vt).mean(-1),
+                            scorer.score(vh, rel_m, gt).mean(-1),
+                            scorer.score(gh, rel_m, gt).mean(-1),
+                        ]
+                    )
+                )
+        else:
+            eh, et = model.entities(h), model.entities(t)  # fused true entities [B, w]
+            for lev in gen.levels:
+                ft, fh = self._fuse_generated(model, lev[TAIL]), self._fuse_generated(model, lev[HEAD])
+                out.append(torch.stack([scorer.score(fh, rel, et), scorer.score(eh, rel, ft), scorer.score(fh, rel, ft)]))
+        return pos, torch.stack(out)
+
+    def _fuse_generated(self, model: nn.Module, gen_m: torch.Tensor) -> torch.Tensor:
+        """gen_m: [B, M, w] generated vectors of the generator's modalities -> [B, w] fused.
+
+        The model's fusion sees its full modality axis; modalities the generator does not run in are
+        zero-padded and masked out of the fusion.
+        """
+        all_mods = list(model.entities.modalities)
+        full = gen_m.new_zeros(gen_m.shape[0], len(all_mods), gen_m.shape[-1])
+        full[:, self.modality_index] = gen_m
+        mask = torch.zeros(gen_m.shape[0], len(all_mods), dtype=torch.bool, device=gen_m.device)
+        mask[:, self.modality_index] = True
+        fused = model.entities.fuse(full, mask)
+        if self.model_cfg.normalize_entities:
+            fused = nn.functional.normalize(fused, dim=-1)
+        return fused
+
+    def hardness_loss(self, model: nn.Module, gen: Generated, epoch: int) -> torch.Tensor:
+        """L_HA of method section 3 with this epoch's per-level margin factors."""
+        pos, neg = self.level_scores(model, gen)
+        factors = margin_factors(self.cfg.margin, len(self.kept), epoch)
+        scale = margin_scale(model.scorer, self.model_cfg, self.cfg.margin)
+        return ntat_loss(
+            pos,
+            neg,
+            self.level_weights,
+            torch.tensor(factors, dtype=pos.dtype, device=pos.device),
+            scale,
+            self.loss_cfg.adv_temperature,
+        )
+
+    def rows_for(self, batch_size: int) -> int:
+        """How many rows of a batch get generated negatives (``dhns.batch_fraction``)."""
+        return max(1, math.ceil(self.cfg.batch_fraction * batch_size))
