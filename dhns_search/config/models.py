@@ -86,6 +86,12 @@ class NegativeConfig(StrictModel):
     num: int = Field(32, ge=1, description="negatives per positive")
     filtered: bool = Field(False, description="re-draw negatives that are true training triples")
 
+    @model_validator(mode="after")
+    def _bernoulli_needs_mixed(self) -> "NegativeConfig":
+        if self.sampler == "bernoulli" and self.corrupt != "mixed":
+            raise ValueError("sampler 'bernoulli' picks the side per triple: it needs corrupt 'mixed'")
+        return self
+
 
 class LossConfig(StrictModel):
     kind: Literal["self_adversarial", "margin_ranking", "softplus"] = "self_adversarial"

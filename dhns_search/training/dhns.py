@@ -34,7 +34,6 @@ TAIL, HEAD = 0, 1
 class Generated:
     """Generated negatives for some rows of a batch.
 
-    rows: [B'] long, the rows of the batch they belong to (the positives they were conditioned on).
     triples: [B', 3] long, those positives (kept so that cached negatives stay tied to their triples).
     levels: list of L tensors [2, B', M, w] (direction x row x modality x width), hardest first as configured.
     """
@@ -71,6 +70,11 @@ class DHNS(nn.Module):
         scoring = cfg.scoring
         if scoring == "auto":  # the released code: DistMult averages per-modality scores, TransE/RotatE fuse
             scoring = "average" if model_cfg.scorer == "distmult" else "fused"
+        if scoring == "fused" and model_cfg.fusion == "none" and "structural" not in self.modalities:
+            raise ConfigError(
+                "dhns.scoring 'fused' with model.fusion 'none' scores only the structural generated vector, "
+                "but 'structural' is not in dhns.modalities"
+            )
         self.scoring = scoring
         self.register_buffer("level_weights", torch.tensor(cfg.level_weights, dtype=torch.float32), persistent=False)
 
@@ -158,10 +162,7 @@ class DHNS(nn.Module):
         full[:, self.modality_index] = gen_m
         mask = torch.zeros(gen_m.shape[0], len(all_mods), dtype=torch.bool, device=gen_m.device)
         mask[:, self.modality_index] = True
-        fused = model.entities.fuse(full, mask)
-        if self.model_cfg.normalize_entities:
-            fused = nn.functional.normalize(fused, dim=-1)
-        return fused
+        return model.entities.fuse(full, mask)  # normalises too when model.normalize_entities is set
 
     def hardness_loss(self, model: nn.Module, gen: Generated, epoch: int) -> torch.Tensor:
         """L_HA of method section 3 with this epoch's per-level margin factors."""

@@ -1,0 +1,22 @@
+"""Training: losses, negative samplers, the NTAT loss (and the training loop)."""
+
+from dhns_search.training.losses import kgc_loss, regularization_loss
+from dhns_search.training.negatives import (
+    BernoulliSampler,
+    NegativeSampler,
+    UniformSampler,
+    make_negative_sampler,
+)
+from dhns_search.training.ntat import margin_factors, margin_scale, ntat_loss
+
+__all__ = [
+    "BernoulliSampler",
+    "NegativeSampler",
+    "UniformSampler",
+    "kgc_loss",
+    "make_negative_sampler",
+    "margin_factors",
+    "margin_scale",
+    "ntat_loss",
+    "regularization_loss",
+]
