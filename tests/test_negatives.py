@@ -1,6 +1,8 @@
 """Negative samplers: shapes, which side changes, Bernoulli probabilities, filtering, determinism."""
 
 import pytest
+
+from dhns_search.config import validate_config
 import torch
 
 from dhns_search.config.models import NegativeConfig
@@ -95,8 +97,13 @@ def test_bernoulli_sampler_corrupts_heads_with_those_probabilities():
 
 
 def test_bernoulli_needs_mixed_mode():
+    # rejected when the configuration is validated, with its key path ...
+    with pytest.raises(ConfigError, match=r"negatives: .*needs corrupt 'mixed'"):
+        validate_config({"negatives": {"sampler": "bernoulli", "corrupt": "alternate"}})
+    # ... and by the factory for a config built without validation
+    cfg = NegativeConfig.model_construct(sampler="bernoulli", corrupt="alternate", num=4, filtered=False)
     with pytest.raises(ConfigError, match="needs negatives.corrupt 'mixed', got 'alternate'"):
-        make_negative_sampler(NegativeConfig(sampler="bernoulli"), _hand_graph(), 8, 4)
+        make_negative_sampler(cfg, _hand_graph(), 8, 4)
 
 
 def _dense_graph():
