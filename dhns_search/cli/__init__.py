@@ -8,13 +8,9 @@ from dhns_search.cli._app import app
 def main() -> None:
     # Importing the command modules registers their commands on ``app``.
     from dhns_search.cli import data as _data  # noqa: F401
+    from dhns_search.cli import search as _search  # noqa: F401
     from dhns_search.cli import train as _train  # noqa: F401
 
-    try:
-        from dhns_search.cli import search as _search  # noqa: F401
-    except ModuleNotFoundError as err:  # the search layer is optional until it exists
-        if err.name != "dhns_search.cli.search":
-            raise
     app()
 
 

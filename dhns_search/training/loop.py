@@ -97,7 +97,21 @@ def train(
     the hardness levels without gradients; NTAT loss; one step of the KGC optimiser.  Every
     ``train.eval_every`` epochs the validation split is ranked; the best state (by ``train.metric``) is
     kept and restored before the test evaluation.  The test split is never used for model selection.
+
+    On CPU the run is repeatable bit for bit: besides the seeded generators, PyTorch's deterministic
+    algorithms are switched on for the duration of the call (multi-threaded index-add kernels in the
+    embedding backward otherwise differ in the last bits from run to run) and restored afterwards.
     """
+    previous = torch.are_deterministic_algorithms_enabled()
+    if resolve_device(cfg.device).type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(cfg, dataset=dataset, callbacks=callbacks, run_dir=run_dir)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(cfg: RunConfig, *, dataset, callbacks: Sequence[Callback], run_dir: str | Path | None) -> TrainResult:
     # Imports here keep ``import dhns_search.training`` light for the CLI.
     from dhns_search.data import load_from_config
     from dhns_search.evaluation import FilteredEvaluator
@@ -118,6 +132,8 @@ def train(
     train_triples = dataset.train.to(device)
     model = KGEModel(dataset.num_entities, dataset.num_relations, cfg.model, dataset.features).to(device)
     sampler = make_negative_sampler(cfg.negatives, dataset.train, dataset.num_entities, dataset.num_relations)
+    if cfg.dhns.enabled:
+        cfg = _resolve_modalities(cfg, list(model.entities.modalities))
     dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss).to(device) if cfg.dhns.enabled else None
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     gen_optimizer = (
@@ -252,6 +268,20 @@ def train(
     if run_path is not None:
         (run_path / "result.json").write_text(json.dumps(result_summary(result), indent=1))
     return result
+
+
+def _resolve_modalities(cfg: RunConfig, available: list[str]) -> RunConfig:
+    """Keep the semantic levels whose tables exist; the saved config then says what really ran."""
+    used = [m for m in cfg.dhns.modalities if m in available]
+    if not used:
+        raise ConfigError(
+            f"dhns.modalities {cfg.dhns.modalities}: none of them is available (this dataset has {available}); "
+            "add feature tables (data.features, data.placeholder_features) or include 'structural'"
+        )
+    if used != cfg.dhns.modalities:
+        cfg = cfg.model_copy(deep=True)
+        cfg.dhns.modalities = used
+    return cfg
 
 
 def _snapshot(model: torch.nn.Module, dhns) -> dict:

@@ -1,0 +1,285 @@
+"""Modality feature tables: one row per entity (``entity2id`` order), all-zero rows = missing.
+
+Supported files: ``.npy`` (``numpy.load`` without pickle) and ``.pth`` / ``.pt`` (``torch.load`` with
+``weights_only=True``) holding a tensor, or a dict of tensors from which the single entry, or the one
+named after the modality, is taken.  Every table is checked (2-D, one row per entity, finite) and
+converted to float32.  A file whose size and sha256 match one of the published tables of the DHNS
+datasets is recorded as such in :attr:`FeatureTable.published`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dhns_search.errors import DataError
+
+#: Modality names looked for as ``<anything>-<name>.{pth,pt,npy}`` beside the OpenKE files.
+STANDARD_MODALITIES = ("visual", "textual")
+FEATURE_SUFFIXES = (".npy", ".pth", ".pt")
+FEATURE_DIR = "features"
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """A feature file released with the DHNS datasets (method notes, section 7)."""
+
+    file: str
+    rows: int
+    width: int
+    bytes: int
+    sha256: str
+
+
+PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
+    PublishedTable("DB15K-visual.pth", 12842, 4096, 210_404_088,
+                   "d9cd551878b053195a42620d6c9c9e6b16ade258aee862fadd5ab07fb6e4ac36"),
+    PublishedTable("DB15K-textual.pth", 12842, 768, 39_451_384,
+                   "912b08f8548e517b5f469330e15b1f6dde0ef345864aa0f412eb39f281459ce1"),
+    PublishedTable("MKG-W-visual.pth", 15000, 383, 22_980_728,
+                   "9cf9346fb7bcd1d7027a35a8e8bc637ca42f38b72e48f11495ef8c9c9d880afc"),
+    PublishedTable("MKG-W-textual.pth", 15000, 384, 23_040_760,
+                   "13b765b5bddceaefeebe1ce5b2e99e4b6e0cffe2539a3d2490adcfefde012a2e"),
+    PublishedTable("MKG-Y-visual.pth", 15000, 383, 22_980_728,
+                   "d461c913ef25c744fc473e1f6473e9e3940116d16ae2290ab5972c2321bae4a7"),
+    PublishedTable("MKG-Y-textual.pth", 15000, 384, 23_040_760,
+                   "a736a6c2506de6dab31ed83552c401f74543e14d2d1ddc650ad27702a69aa37e"),
+)
+
+
+@dataclass
+class FeatureTable:
+    """One modality: ``values`` float32 [num_entities, width]; ``mask`` bool [num_entities].
+
+    ``mask[e]`` is True when entity ``e`` has this modality (its row is not all-zero).  ``source`` is the
+    file it came from (None for placeholders), ``published`` the published file name it matches.
+    """
+
+    name: str
+    values: torch.Tensor
+    mask: torch.Tensor
+    source: str | None = None
+    published: str | None = None
+
+    @property
+    def width(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def present(self) -> int:
+        """Number of entities that have this modality."""
+        return int(self.mask.sum())
+
+    @classmethod
+    def placeholder(cls, name: str, num_entities: int, width: int) -> FeatureTable:
+        """A table of zeros: every entity marked missing for this modality."""
+        if width < 1:
+            raise DataError(f"placeholder feature table {name!r}: width must be >= 1, got {width}")
+        return cls(
+            name=name,
+            values=torch.zeros(num_entities, width, dtype=torch.float32),
+            mask=torch.zeros(num_entities, dtype=torch.bool),
+        )
+
+    @classmethod
+    def from_array(
+        cls,
+        name: str,
+        values: np.ndarray | torch.Tensor,
+        num_entities: int,
+        *,
+        source: str | None = None,
+        published: str | None = None,
+    ) -> FeatureTable:
+        """Validate ``values`` [num_entities, width] and build the table (mask = row not all-zero)."""
+        label = f"feature file {source}" if source else f"feature table {name!r}"
+        if isinstance(values, np.ndarray):
+            if values.dtype.kind not in "biuf":
+                raise DataError(f"{label}: expected real numbers, found dtype {values.dtype}")
+            values = torch.from_numpy(np.ascontiguousarray(values))
+        tensor = values
+        if not isinstance(tensor, torch.Tensor):
+            raise DataError(f"{label}: expected an array, found {type(values).__name__}")
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise DataError(f"{label}: expected real numbers, found dtype {tensor.dtype}")
+        if tensor.dim() != 2:
+            raise DataError(
+                f"{label} has shape {tuple(tensor.shape)}, expected 2 dimensions [entities, width]"
+            )
+        rows, width = tensor.shape
+        if rows != num_entities:
+            raise DataError(f"{label} has {rows:,} rows, expected {num_entities:,} (one per entity)")
+        if width < 1:
+            raise DataError(f"{label} has no columns")
+        tensor = tensor.detach().to("cpu", torch.float32).contiguous()
+        finite = torch.isfinite(tensor).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            raise DataError(
+                f"{label}: {bad.numel():,} row(s) contain NaN or inf (first: row {int(bad[0])}, "
+                "the entity with that id)"
+            )
+        mask = tensor.ne(0).any(dim=1)
+        return cls(name=name, values=tensor, mask=mask, source=source, published=published)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def published_name(path: Path) -> str | None:
+    """The published file ``path`` is a byte-exact copy of, or None.
+
+    The sha256 is computed only when the size matches a published table, so this is cheap otherwise.
+    """
+    size = path.stat().st_size
+    candidates = [t for t in PUBLISHED_TABLES if t.bytes == size]
+    if not candidates:
+        return None
+    digest = _sha256(path)
+    return next((t.file for t in candidates if t.sha256 == digest), None)
+
+
+def _pick_from_dict(obj: dict, name: str, label: str) -> torch.Tensor:
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if len(obj) == 1 and len(tensors) == 1:
+        return next(iter(tensors.values()))
+    if name in tensors:
+        return tensors[name]
+    keys = ", ".join(repr(str(k)) for k in list(obj)[:10])
+    raise DataError(
+        f"{label}: a dict with keys {keys}; expected a single tensor or a tensor under the key {name!r}"
+    )
+
+
+def read_feature_array(path: Path, name: str) -> np.ndarray | torch.Tensor:
+    """Read the raw array of a feature file (``.npy``, ``.pth`` or ``.pt``), not yet validated."""
+    label = f"feature file {path}"
+    if not path.is_file():
+        raise DataError(f"{label}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise DataError(f"{label}: not a plain numeric .npy array ({err})") from None
+        except OSError as err:
+            raise DataError(f"{label}: cannot be read as .npy ({err})") from None
+    if suffix in (".pth", ".pt"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types (UnpicklingError, ...)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(f"{label}: cannot be read with torch.load(weights_only=True): {first}") from None
+        if isinstance(obj, dict):
+            obj = _pick_from_dict(obj, name, label)
+        if not isinstance(obj, torch.Tensor):
+            raise DataError(f"{label}: holds a {type(obj).__name__}, expected a tensor or a dict of tensors")
+        return obj
+    raise DataError(f"{label}: unsupported suffix {path.suffix!r} (use .npy, .pth or .pt)")
+
+
+def load_feature_table(path: str | os.PathLike[str], name: str, num_entities: int) -> FeatureTable:
+    """Read and validate one feature file; ``values`` float32 [num_entities, width]."""
+    path = Path(path)
+    raw = read_feature_array(path, name)
+    return FeatureTable.from_array(
+        name, raw, num_entities, source=str(path), published=published_name(path)
+    )
+
+
+def discover_feature_files(root: Path) -> dict[str, Path]:
+    """Feature files of a dataset directory by modality name.
+
+    Looks for ``root/features/<name>.{npy,pth,pt}`` (any name) and ``root/<anything>-<name>.{pth,pt,npy}``
+    (name visual or textual).  Two files for one modality is an error: name the one to use explicitly.
+    """
+    found: dict[str, list[Path]] = {}
+    feature_dir = root / FEATURE_DIR
+    if feature_dir.is_dir():
+        for file in sorted(feature_dir.iterdir()):
+            if file.is_file() and file.suffix.lower() in FEATURE_SUFFIXES and not file.name.startswith("."):
+                found.setdefault(file.stem, []).append(file)
+    for file in sorted(root.iterdir()):
+        if not file.is_file() or file.suffix.lower() not in FEATURE_SUFFIXES or "-" not in file.stem:
+            continue
+        modality = file.stem.rsplit("-", 1)[1]
+        if modality in STANDARD_MODALITIES:
+            found.setdefault(modality, []).append(file)
+    duplicates = {k: v for k, v in found.items() if len(v) > 1}
+    if duplicates:
+        name, files = next(iter(duplicates.items()))
+        listed = ", ".join(str(f.relative_to(root)) for f in files)
+        raise DataError(
+            f"{root}: several feature files for modality {name!r} ({listed}); "
+            f"choose one with data.features, e.g. {{{name}: {files[0].relative_to(root)}}}"
+        )
+    ordered = [m for m in STANDARD_MODALITIES if m in found] + sorted(set(found) - set(STANDARD_MODALITIES))
+    return {m: found[m][0] for m in ordered}
+
+
+def load_feature_tables(
+    root: Path,
+    num_entities: int,
+    *,
+    features: str | Mapping[str, str | os.PathLike[str]] | None = "auto",
+    modalities: Sequence[str] | None = None,
+    placeholder_features: Mapping[str, int] | None = None,
+) -> tuple[dict[str, FeatureTable], list[str]]:
+    """The feature tables of a dataset directory, as :func:`~dhns_search.data.load_dataset` describes.
+
+    Returns ``(tables by name, warnings)``.  Files are only read for the selected modalities.
+    """
+    warnings: list[str] = []
+    if features is None:
+        files: dict[str, Path] = {}
+    elif isinstance(features, str):
+        if features != "auto":
+            raise DataError(f"features must be 'auto' or a mapping name -> file, got {features!r}")
+        files = discover_feature_files(root)
+    else:
+        files = {}
+        for name, file in features.items():
+            file_path = Path(file).expanduser()
+            files[str(name)] = file_path if file_path.is_absolute() else root / file_path
+    placeholders = dict(placeholder_features or {})
+    for name in placeholders:
+        if name in files:
+            warnings.append(f"feature table {name!r}: placeholder replaces {files[name]}")
+    available = list(files) + [n for n in placeholders if n not in files]
+    if modalities is None:
+        selected = available
+    else:
+        wanted = [m for m in modalities if m != "structural"]
+        unknown = [m for m in wanted if m not in available]
+        if unknown:
+            have = ", ".join(repr(a) for a in available) or "none"
+            raise DataError(
+                f"{root}: no feature table for modality {', '.join(repr(u) for u in unknown)} "
+                f"(available: {have})"
+            )
+        selected = list(dict.fromkeys(wanted))
+    tables: dict[str, FeatureTable] = {}
+    for name in selected:
+        if name in placeholders:
+            tables[name] = FeatureTable.placeholder(name, num_entities, int(placeholders[name]))
+        else:
+            tables[name] = load_feature_table(files[name], name, num_entities)
+            if tables[name].present == 0:
+                warnings.append(f"feature table {name!r}: every row is zero (modality missing everywhere)")
+    return tables, warnings

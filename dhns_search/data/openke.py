@@ -1,0 +1,383 @@
+"""Reading knowledge graphs in the OpenKE layout.
+
+A dataset directory holds::
+
+    entity2id.txt     first line = count, then ``name id`` (the id is the last whitespace-separated field,
+    relation2id.txt   so a name may itself contain spaces)
+    train2id.txt      first line = count, then ``head tail relation`` ids (note the column order)
+    valid2id.txt
+    test2id.txt
+
+plus optional modality feature tables (see :mod:`dhns_search.data.features`).  Triples are held as
+``LongTensor[n, 3]`` with columns **(head, relation, tail)**; the reader reorders the OpenKE columns.
+
+Every problem with the files raises :class:`~dhns_search.errors.DataError` naming the file and the line
+(``MKG-Y/train2id.txt line 17: relation id 31 out of range (28 relations)``).  Suspicious but legal
+content (duplicate triples, evaluation triples whose entities never occur in training) is reported in
+``KGDataset.warnings`` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dhns_search.config.models import DataConfig
+from dhns_search.data.features import FeatureTable, load_feature_tables
+from dhns_search.errors import DataError
+
+ENTITY_FILE = "entity2id.txt"
+RELATION_FILE = "relation2id.txt"
+SPLIT_FILES = {"train": "train2id.txt", "valid": "valid2id.txt", "test": "test2id.txt"}
+REQUIRED_FILES = (ENTITY_FILE, RELATION_FILE, *SPLIT_FILES.values())
+
+#: Name given to the embedded synthetic graph when it is loaded through :func:`load_from_config`.
+SYNTHETIC_NAME = "synthetic"
+
+
+@dataclass
+class KGDataset:
+    """A knowledge graph with its splits and modality feature tables.
+
+    ``train`` / ``valid`` / ``test`` are ``LongTensor[n, 3]`` with columns (head, relation, tail);
+    ``features`` maps a modality name to its table, rows in entity-id order.
+    """
+
+    name: str
+    root: Path | None
+    entity_names: list[str]
+    relation_names: list[str]
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    features: dict[str, FeatureTable] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_entities(self) -> int:
+        return len(self.entity_names)
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relation_names)
+
+    @property
+    def splits(self) -> dict[str, torch.Tensor]:
+        """The three splits by name, in the order train, valid, test."""
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def fingerprint(self) -> str:
+        """sha256 hex digest of the entity / relation counts and the three triple arrays.
+
+        Two datasets with the same fingerprint hold the same graph (names and features are not part of it).
+        """
+        digest = hashlib.sha256()
+        digest.update(f"entities={self.num_entities};relations={self.num_relations};".encode())
+        for split, triples in self.splits.items():
+            array = np.ascontiguousarray(triples.cpu().numpy().astype("<i8", copy=False))
+            digest.update(f"{split}={array.shape[0]};".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Low-level readers
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_text(path: Path, label: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{label}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise DataError(f"{label}: cannot be read: {err.strerror or err}") from None
+
+
+def _split_header(text: str, label: str, what: str) -> tuple[int, list[str]]:
+    """Parse the count line; return ``(count, body lines)`` where body line i is file line i + 2."""
+    # only "\n" ends a line (str.splitlines would also split at \x85, \u2028 ... inside names)
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    if not lines or not lines[0].strip():
+        raise DataError(f"{label} line 1: expected the number of {what}, found an empty line")
+    first = lines[0].strip()
+    try:
+        count = int(first)
+    except ValueError:
+        raise DataError(f"{label} line 1: expected the number of {what}, found {first[:40]!r}") from None
+    if count < 0:
+        raise DataError(f"{label} line 1: the number of {what} is negative ({count})")
+    body = lines[1:]
+    # Trailing blank lines are common and harmless; blank lines inside the body are errors (below).
+    while body and not body[-1].strip():
+        body.pop()
+    if len(body) != count:
+        raise DataError(f"{label} line 1: count line says {count:,} {what} but the file has {len(body):,}")
+    return count, body
+
+
+def read_id_map(path: Path, label: str, what: str) -> list[str]:
+    """Read ``entity2id.txt`` / ``relation2id.txt``; return the names ordered by id.
+
+    Each line is ``name id`` with the id last, so names containing spaces survive.  The ids must be
+    exactly ``0 .. n-1`` (each once).
+    """
+    count, body = _split_header(_read_text(path, label), label, what)
+    names: list[str | None] = [None] * count
+    for offset, line in enumerate(body):
+        lineno = offset + 2
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise DataError(f"{label} line {lineno}: expected 'name id', found {line.strip()[:60]!r}")
+        name, raw_id = parts[0].strip(), parts[1]
+        try:
+            idx = int(raw_id)
+        except ValueError:
+            raise DataError(f"{label} line {lineno}: id {raw_id[:30]!r} is not an integer") from None
+        if not 0 <= idx < count:
+            raise DataError(f"{label} line {lineno}: id {idx} out of range (ids must be 0..{count - 1})")
+        if names[idx] is not None:
+            raise DataError(f"{label} line {lineno}: id {idx} appears twice")
+        names[idx] = name
+    # count == len(body) and every id is in range and unique, so every slot is filled.
+    return [n for n in names if n is not None]
+
+
+def read_triples(path: Path, label: str, num_entities: int, num_relations: int) -> torch.Tensor:
+    """Read an OpenKE split file (``head tail relation``).
+
+    Returns ``LongTensor[n, 3]`` with columns (head, relation, tail).  Parsing is vectorised with numpy;
+    only when something is wrong is the file walked line by line to name the offending line.
+    """
+    count, body = _split_header(_read_text(path, label), label, "triples")
+    rows = [line.split() for line in body]
+    bad = next((i for i, row in enumerate(rows) if len(row) != 3), None)
+    if bad is not None:
+        found = body[bad].strip()
+        shown = repr(found[:60]) if found else "an empty line"
+        raise DataError(f"{label} line {bad + 2}: expected 'head tail relation', found {shown}")
+    limits = (("head", 0, num_entities, "entities"), ("tail", 1, num_entities, "entities"),
+              ("relation", 2, num_relations, "relations"))
+    try:
+        array = np.array(rows, dtype=np.int64).reshape(count, 3)
+    except (ValueError, OverflowError):
+        array = None
+    if array is None:  # locate the bad token
+        for offset, row in enumerate(rows):
+            for (column, _, limit, unit), token in zip(limits, row):
+                try:
+                    value = int(token)
+                except ValueError:
+                    raise DataError(
+                        f"{label} line {offset + 2}: {column} id {token[:30]!r} is not an integer"
+                    ) from None
+                if not 0 <= value < limit:
+                    raise DataError(f"{label} line {offset + 2}: {column} id {token[:30]} out of range "
+                                    f"({limit:,} {unit})")
+        raise DataError(f"{label}: could not parse the triples")  # pragma: no cover - defensive
+    for column, col, limit, unit in limits:
+        out_of_range = (array[:, col] < 0) | (array[:, col] >= limit)
+        if out_of_range.any():
+            offset = int(np.flatnonzero(out_of_range)[0])
+            value = int(array[offset, col])
+            raise DataError(
+                f"{label} line {offset + 2}: {column} id {value} out of range ({limit:,} {unit})"
+            )
+    # OpenKE (head, tail, relation) -> internal (head, relation, tail)
+    return torch.from_numpy(np.ascontiguousarray(array[:, [0, 2, 1]]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Consistency warnings
+# --------------------------------------------------------------------------------------------------
+
+
+def _keys(triples: torch.Tensor, num_entities: int, num_relations: int) -> np.ndarray:
+    """[n] int64 key per (h, r, t) triple, unique per triple."""
+    t = triples.numpy()
+    return (t[:, 0] * num_relations + t[:, 1]) * num_entities + t[:, 2]
+
+
+def consistency_warnings(
+    splits: Mapping[str, torch.Tensor], num_entities: int, num_relations: int
+) -> list[str]:
+    """Warnings about duplicate triples and evaluation triples the training split cannot support.
+
+    ``splits`` maps split name (train, valid, test) to ``LongTensor[n, 3]`` (h, r, t).
+    """
+    out: list[str] = []
+    keys = {name: _keys(t, num_entities, num_relations) for name, t in splits.items()}
+    for name, k in keys.items():
+        dups = k.size - np.unique(k).size
+        if dups:
+            out.append(f"{SPLIT_FILES.get(name, name)}: {dups:,} duplicate triple(s) within the split")
+    names = list(keys)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = np.intersect1d(keys[a], keys[b]).size
+            if shared:
+                out.append(
+                    f"{SPLIT_FILES.get(b, b)}: {shared:,} triple(s) also in {SPLIT_FILES.get(a, a)}"
+                )
+    if "train" in splits:
+        train = splits["train"].numpy()
+        seen_entities = np.zeros(num_entities, dtype=bool)
+        seen_entities[train[:, 0]] = True
+        seen_entities[train[:, 2]] = True
+        seen_relations = np.zeros(num_relations, dtype=bool)
+        seen_relations[train[:, 1]] = True
+        for name, triples in splits.items():
+            if name == "train" or triples.numel() == 0:
+                continue
+            t = triples.numpy()
+            unseen = ~(seen_entities[t[:, 0]] & seen_entities[t[:, 2]])
+            if unseen.any():
+                out.append(
+                    f"{SPLIT_FILES.get(name, name)}: {int(unseen.sum()):,} triple(s) have an entity that "
+                    f"never occurs in {SPLIT_FILES['train']}"
+                )
+            unseen_rel = ~seen_relations[t[:, 1]]
+            if unseen_rel.any():
+                out.append(
+                    f"{SPLIT_FILES.get(name, name)}: {int(unseen_rel.sum()):,} triple(s) have a relation "
+                    f"that never occurs in {SPLIT_FILES['train']}"
+                )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Public loaders
+# --------------------------------------------------------------------------------------------------
+
+
+def check_layout(root: Path) -> None:
+    """Raise :class:`DataError` unless ``root`` is a directory holding every OpenKE file."""
+    if not root.exists():
+        raise DataError(f"{root}: no such dataset directory")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory (expected a dataset directory in the OpenKE layout)")
+    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    if missing:
+        raise DataError(f"{root}: missing {', '.join(missing)} (OpenKE layout expected)")
+
+
+def load_dataset(
+    path: str | os.PathLike[str],
+    *,
+    features: str | Mapping[str, str | os.PathLike[str]] | None = "auto",
+    modalities: Sequence[str] | None = None,
+    placeholder_features: Mapping[str, int] | None = None,
+) -> KGDataset:
+    """Read an OpenKE dataset directory and its modality feature tables.
+
+    Args:
+        path: the dataset directory.
+        features: ``"auto"`` to discover ``features/<name>.{npy,pth,pt}`` and
+            ``<anything>-<name>.{pth,pt,npy}`` (name visual / textual), a mapping modality name -> file
+            (relative to ``path`` or absolute), or ``None`` for no feature tables.
+        modalities: keep only these tables (``None`` = all found); an unknown name is an error.
+            ``"structural"`` (the learned table, never a file) is accepted and ignored.
+        placeholder_features: name -> width of a table of zeros with every row marked missing.
+    """
+    root = Path(path)
+    check_layout(root)
+    label = root.name or str(root)
+    entities = read_id_map(root / ENTITY_FILE, f"{label}/{ENTITY_FILE}", "entities")
+    relations = read_id_map(root / RELATION_FILE, f"{label}/{RELATION_FILE}", "relations")
+    splits = {
+        split: read_triples(root / fname, f"{label}/{fname}", len(entities), len(relations))
+        for split, fname in SPLIT_FILES.items()
+    }
+    warnings = consistency_warnings(splits, len(entities), len(relations))
+    for what, names in (("entity", entities), ("relation", relations)):
+        dups = len(names) - len(set(names))
+        if dups:
+            warnings.append(f"{dups:,} {what} name(s) appear under more than one id")
+    tables, feature_warnings = load_feature_tables(
+        root,
+        len(entities),
+        features=features,
+        modalities=modalities,
+        placeholder_features=placeholder_features,
+    )
+    return KGDataset(
+        name=label,
+        root=root,
+        entity_names=entities,
+        relation_names=relations,
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits["test"],
+        features=tables,
+        warnings=warnings + feature_warnings,
+    )
+
+
+def cache_root() -> Path:
+    """Directory of generated data: ``$DHNS_SEARCH_CACHE`` or ``~/.cache/dhns-search``."""
+    env = os.environ.get("DHNS_SEARCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dhns-search"
+
+
+def synthetic_dataset_dir(cfg: DataConfig) -> Path:
+    """The cache directory holding the synthetic graph of ``cfg.synth``, generated on first use.
+
+    Generation writes into a temporary sibling directory that is renamed into place, so concurrent
+    processes never see a half-written graph; the loser of a race simply discards its copy.
+    """
+    from dhns_search.data.synth import synth_key, synthesize
+
+    base = cache_root()
+    final = base / f"synth-{synth_key(cfg.synth)}"
+    if final.is_dir():
+        return final
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-synth-", dir=base))
+    except OSError as err:
+        raise DataError(
+            f"cannot create the data cache {base}: {err.strerror or err}; set DHNS_SEARCH_CACHE to a "
+            "writable directory"
+        ) from None
+    try:
+        synthesize(cfg.synth, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():  # not a lost race: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def load_from_config(cfg: DataConfig) -> KGDataset:
+    """Load the dataset a :class:`DataConfig` describes.
+
+    ``cfg.path`` None means the embedded synthetic graph of ``cfg.synth`` (generated into the cache
+    on first use); ``features``, ``modalities`` and ``placeholder_features`` apply in both cases.
+    """
+    if cfg.path is None:
+        dataset = load_dataset(
+            synthetic_dataset_dir(cfg),
+            features=cfg.features,
+            modalities=cfg.modalities,
+            placeholder_features=cfg.placeholder_features,
+        )
+        dataset.name = SYNTHETIC_NAME
+        return dataset
+    return load_dataset(
+        Path(cfg.path).expanduser(),
+        features=cfg.features,
+        modalities=cfg.modalities,
+        placeholder_features=cfg.placeholder_features,
+    )
