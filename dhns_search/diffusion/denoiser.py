@@ -1,0 +1,156 @@
+"""The DiffHEG denoiser ``eps_theta(x_t, t, c)`` of method section 2.
+
+::
+
+    temb = Linear(w, w) . GELU . Linear(w, w) . sinusoid(t)
+    eps  = Linear(w, w) . Linear(m w, w) . LayerNorm(m w) . ReLU . Linear(3w, m w) . LayerNorm(3w) [x_t, temb, c]
+
+with ``w`` the entity width and ``m`` the hidden multiplier (4 in the paper).  The time embedding is a
+function of the integer step only, so a sampler computes it once per step (:meth:`Denoiser.time_embedding`)
+and passes the single row to :meth:`Denoiser.forward`, which broadcasts it over every example.
+
+Shared-step fast path.  When ``temb`` is one row, :meth:`forward` never builds the ``[..., 3w]``
+concatenation.  The input LayerNorm's mean and variance over ``[x, e, c]`` are assembled from the
+per-example part ``[x, c]`` and the shared row ``e``, and the first Linear is split by parts:
+
+    W LN([x, e, c]) = W'_{x,c} [(x - mu) / sd, (c - mu) / sd] + (W'_e e) / sd - (mu / sd) W'_e 1 + (W b_ln + b),
+    W' = W diag(g_ln),
+
+so the per-example matmul is ``2w`` deep instead of ``3w`` (a third of the first layer's FLOPs saved)
+and the time embedding enters as a rank-2 update from two step-constant rows (``W'_e e``, ``W'_e 1``).
+It is the same function as the plain concatenation (tested to 1e-5; both are equally close to a float64
+evaluation).  Measured on a 2-core AMD EPYC (12,000 x 256, hidden 4x, one thread, CPU time): 0.36 s
+instead of 0.44 s per call in fp32, 0.15 s instead of 0.22 s under bf16 autocast; see
+``bench/denoiser_speed.py``.  ``Denoiser(fused_time=False)`` keeps the plain path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Longest period of the sinusoidal step embedding (Vaswani et al. 2017; DDPM uses the same).
+MAX_PERIOD = 10_000.0
+
+
+def sinusoidal_embedding(t: Tensor, width: int) -> Tensor:
+    """Transformer-style embedding of integer steps.
+
+    Args:
+        t: ``[k]`` (long) steps.
+        width: embedding width ``w``; the first ``w // 2`` columns are sines, the next ``w // 2`` cosines
+            of ``t * MAX_PERIOD^(-i / (w // 2))``, and an odd width gets one zero column at the end.
+
+    Returns:
+        ``[k, w]`` float32 embeddings.
+    """
+    half = width // 2
+    freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.to(torch.float32).unsqueeze(-1) * freqs
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    if width % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class Denoiser(nn.Module):
+    """Noise predictor ``eps_theta(x_t, t, c)``, shared by all modalities and both directions.
+
+    Args:
+        width: the entity width ``w`` (input, condition and output width).
+        hidden_mult: hidden width = ``hidden_mult * w``.
+        fused_time: use the shared-step fast path when :meth:`forward` gets a single time-embedding row
+            (module docstring); ``False`` always concatenates.  Both compute the same function.
+    """
+
+    def __init__(self, width: int, hidden_mult: int = 4, *, fused_time: bool = True) -> None:
+        super().__init__()
+        if width < 2 or hidden_mult < 1:
+            raise ValueError(
+                f"need width >= 2 and hidden_mult >= 1, got width={width}, hidden_mult={hidden_mult}"
+            )
+        self.width = width
+        self.hidden_mult = hidden_mult
+        self.fused_time = fused_time
+        hidden = hidden_mult * width
+        self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.norm_in = nn.LayerNorm(3 * width)
+        self.lin_in = nn.Linear(3 * width, hidden)
+        self.norm_hidden = nn.LayerNorm(hidden)
+        self.lin_hidden = nn.Linear(hidden, width)
+        self.lin_out = nn.Linear(width, width)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, hidden_mult={self.hidden_mult}, fused_time={self.fused_time}"
+
+    def time_embedding(self, t: Tensor) -> Tensor:
+        """Embed integer steps: sinusoid, then Linear-GELU-Linear.
+
+        Args:
+            t: ``[k]`` (long) steps, in 0..T.
+
+        Returns:
+            ``[k, w]`` time embeddings (one row per step; a sampler calls this once per step).
+        """
+        emb = sinusoidal_embedding(t, self.width).to(self.time_mlp[0].weight.dtype)
+        return self.time_mlp(emb)
+
+    def forward(self, x: Tensor, temb: Tensor, cond: Tensor) -> Tensor:
+        """Predict the noise in ``x``.
+
+        Args:
+            x: ``[..., w]`` noised states ``x_t``.
+            temb: ``[w]`` one time embedding shared by every example (one step for all), or ``[..., w]``
+                one per example (broadcastable against ``x``).
+            cond: ``[..., w]`` conditions ``c``, same shape as ``x``.
+
+        Returns:
+            ``[..., w]`` the predicted noise ``eps_theta(x_t, t, c)``.
+        """
+        if temb.dim() == 1 and self.fused_time:
+            h = self._first_layer_shared(x, temb, cond)
+        else:
+            h = self.lin_in(self.norm_in(torch.cat([x, temb.expand_as(x), cond], dim=-1)))
+        h = self.norm_hidden(F.relu(h))
+        return self.lin_out(self.lin_hidden(h))
+
+    def _first_layer_shared(self, x: Tensor, temb: Tensor, cond: Tensor) -> Tensor:
+        """``lin_in(norm_in([x, temb, cond]))`` for one shared ``temb`` row, without the concatenation.
+
+        Args:
+            x: ``[..., w]`` noised states.
+            temb: ``[w]`` the shared time embedding.
+            cond: ``[..., w]`` conditions.
+
+        Returns:
+            ``[..., m w]`` the first layer's pre-activation.
+        """
+        w = self.width
+        lead = x.shape[:-1]
+        # (1) LayerNorm statistics of the concatenation [x, e, c] from the per-example part [x, c] and the
+        #     shared row e:  mean = (2 mean([x, c]) + mean(e)) / 3,
+        #     var = (|[x, c] - mean|^2 + w var(e) + w (mean(e) - mean)^2) / 3w.
+        z = torch.cat([x.reshape(-1, w), cond.reshape(-1, w)], dim=-1)  # [N, 2w]
+        var_e, mean_e = torch.var_mean(temb, dim=-1, unbiased=False)
+        mean = (2 * z.mean(dim=-1, keepdim=True) + mean_e) / 3  # [N, 1]
+        z = z.sub_(mean)  # centred like LayerNorm does, so a large common mean cannot cancel later
+        sq = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square()
+        inv_sd = torch.rsqrt((sq + w * (var_e + (mean_e - mean) ** 2)) / (3 * w) + self.norm_in.eps)  # [N, 1]
+        z = z * inv_sd  # the normalised [x, c] (not in place: the norm above saved z for autograd)
+        # (2) Fold the LayerNorm gain into the weight, W' = W diag(g), split it by parts, and fold the
+        #     LayerNorm bias into the Linear bias: W b_ln + b.
+        weight = self.lin_in.weight * self.norm_in.weight  # [m w, 3w]
+        w_xc = torch.cat([weight[:, :w], weight[:, 2 * w :]], dim=1)  # [m w, 2w]
+        w_e = weight[:, w : 2 * w]  # [m w, w]
+        bias = self.lin_in.weight @ self.norm_in.bias + self.lin_in.bias
+        # (3) Per-example part: W'_{x,c} [(x - mean) / sd, (c - mean) / sd] + bias, one 2w-deep matmul.
+        h = torch.addmm(bias, z, w_xc.T)
+        # (4) Shared time part: W'_e (e - mean) / sd = (1 / sd) W'_e e - (mean / sd) W'_e 1, a rank-2
+        #     update from two step-constant rows.
+        rows = torch.stack([w_e @ temb, w_e.sum(dim=1)])  # [2, m w]
+        coef = torch.cat([inv_sd, -mean * inv_sd], dim=-1)  # [N, 2]
+        h = h.addmm_(coef.to(h.dtype), rows.to(h.dtype))
+        return h.reshape(*lead, -1)

@@ -1,0 +1,235 @@
+"""DiffHEG: the conditional diffusion generator of DHNS (method section 2) = schedule + denoiser.
+
+The composer owns what neither part knows: drawing training steps and noise (:meth:`DiffHEG.loss`),
+running the reverse chain and keeping the states at the hardness levels (:meth:`DiffHEG.sample`), and
+the precision the denoiser runs in.
+
+Leading dimensions.  ``sample`` and ``loss`` accept any leading shape; the trainer stacks modalities x
+directions x batch there, so one reverse step is *one* denoiser call over all of them, and the step's
+time embedding is computed once and broadcast.
+
+Randomness comes only from the ``generator`` argument (a :class:`torch.Generator` on the tensors'
+device), or from the global torch RNG when it is ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dhns_search.config.models import DHNSConfig
+from dhns_search.diffusion.denoiser import Denoiser
+from dhns_search.diffusion.schedule import NoiseSchedule, SamplerName, ScheduleKind
+from dhns_search.errors import ConfigError
+
+Precision = Literal["fp32", "bf16"]
+DiffusionLoss = Literal["mse", "l1"]
+#: ``noise(t) -> [..., w]``: the standard normal draw for the state at step ``t`` (see :meth:`DiffHEG.sample`).
+NoiseFn = Callable[[int], Tensor]
+
+
+class DiffHEG(nn.Module):
+    """Conditional DDPM over entity vectors: a :class:`NoiseSchedule` and a :class:`Denoiser`.
+
+    Args:
+        width: the entity width ``w`` (generated vectors, conditions).
+        steps: T, the number of diffusion steps.
+        schedule: the noise schedule kind (see :mod:`dhns_search.diffusion.schedule`).
+        beta_start: beta_1 of the linear schedules.
+        beta_end: beta_T of the linear schedule.
+        hidden_mult: the denoiser's hidden width is ``hidden_mult * width``.
+        precision: ``"fp32"``, or ``"bf16"`` to run the denoiser under ``torch.autocast(bfloat16)`` in
+            :meth:`loss` and :meth:`sample`; the chain state, the schedule arithmetic and the loss stay
+            in float32 either way.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        *,
+        steps: int = 50,
+        schedule: ScheduleKind = "linear",
+        beta_start: float = 1.0e-4,
+        beta_end: float = 0.02,
+        hidden_mult: int = 4,
+        precision: Precision = "fp32",
+    ) -> None:
+        super().__init__()
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {precision!r}; choose fp32 or bf16")
+        self.width = width
+        self.precision: Precision = precision
+        self.schedule = NoiseSchedule(steps, schedule, beta_start, beta_end)
+        self.denoiser = Denoiser(width, hidden_mult)
+
+    @classmethod
+    def from_config(cls, width: int, cfg: DHNSConfig) -> DiffHEG:
+        """Build the generator of a run: ``cfg`` gives steps, schedule, betas, hidden_mult and precision.
+
+        Args:
+            width: the entity width (reals per entity vector of the scorer).
+            cfg: the run's ``dhns`` section.
+        """
+        return cls(
+            width,
+            steps=cfg.steps,
+            schedule=cfg.schedule,
+            beta_start=cfg.beta_start,
+            beta_end=cfg.beta_end,
+            hidden_mult=cfg.hidden_mult,
+            precision=cfg.precision,
+        )
+
+    @property
+    def steps(self) -> int:
+        """T, the number of diffusion steps."""
+        return self.schedule.steps
+
+    def kept_steps(self, levels: list[float]) -> list[int]:
+        """Map hardness levels (fractions of T) to chain steps: ``floor(frac * T)``, 0 = fully denoised.
+
+        The released levels ``[0, 1/10, 1/8, 1/4, 1/2]`` at T = 50 give ``[0, 5, 6, 12, 25]``.  The floor
+        forgives float rounding (``0.29 * 100`` is 28.999...; it gives 29, not 28).
+
+        Args:
+            levels: fractions in [0, 1]; 1 keeps the initial noise ``x_T``.
+
+        Returns:
+            one step per level, in the same order.
+        """
+        bad = [f for f in levels if not 0.0 <= f <= 1.0]
+        if bad:
+            raise ConfigError(f"hardness levels must be fractions of T in [0, 1], got {bad}")
+        return [math.floor(f * self.steps + 1e-9) for f in levels]
+
+    # ------------------------------------------------------------------ training
+
+    def loss(
+        self,
+        x0: Tensor,
+        cond: Tensor,
+        kind: DiffusionLoss = "mse",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Denoising loss: per example ``t ~ U{1..T}``, ``eps ~ N(0, I)``, predict ``eps`` from ``x_t``.
+
+        Args:
+            x0: ``[..., w]`` true entity vectors (the side being generated).
+            cond: ``[..., w]`` their conditions ``C(e, r)``, same shape.
+            kind: ``"mse"`` (the paper) or ``"l1"`` (the released code), averaged over all elements.
+            generator: source of ``t`` and ``eps``, on ``x0``'s device; ``None`` = the global RNG.
+
+        Returns:
+            ``[]`` the scalar loss.
+        """
+        if kind not in ("mse", "l1"):
+            raise ConfigError(f"unknown diffusion loss {kind!r}; choose mse or l1")
+        self._check_width(x0, cond)
+        _check_generator(generator, x0.device)
+        t = torch.randint(1, self.steps + 1, x0.shape[:-1], generator=generator, device=x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.schedule.add_noise(x0, eps, t)
+        # T + 1 embedding rows, gathered per example: the time MLP runs once per step, not per example.
+        temb = self.denoiser.time_embedding(torch.arange(self.steps + 1, device=x0.device))[t]
+        with self._autocast(x0.device):
+            eps_pred = self.denoiser(x_t, temb, cond)
+        eps_pred = eps_pred.float()
+        return F.mse_loss(eps_pred, eps) if kind == "mse" else F.l1_loss(eps_pred, eps)
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: Tensor,
+        kept: list[int],
+        *,
+        sampler: SamplerName = "ancestral",
+        sampler_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        noise: NoiseFn | None = None,
+    ) -> list[Tensor]:
+        """Run the reverse chain from ``x_T ~ N(0, I)`` and return the states at the kept steps.
+
+        One denoiser call per step covers every leading dimension of ``cond``; each step's time
+        embedding is computed once (one row) and broadcast over them.  Steps follow
+        :meth:`NoiseSchedule.reverse_timesteps` (``step`` for unit strides, ``step_to`` otherwise) and
+        stop at the lowest kept step: with levels ``[5, 6, 12, 25]`` the last 5 steps are not run.
+
+        Args:
+            cond: ``[..., w]`` conditions ``C(e, r)`` (e.g. modalities x directions x batch x w).
+            kept: steps to keep, each in 0..T (see :meth:`kept_steps`); 0 is the fully denoised state,
+                T the initial noise.  Repeats are allowed.
+            sampler: ``"ancestral"`` (all T steps, the released sampler) or ``"strided"``.
+            sampler_steps: number of strided steps (the kept steps are added to that grid).
+            generator: source of the noise, on ``cond``'s device; ``None`` = the global RNG.
+            noise: optional replacement of the noise source: ``noise(t)`` returns the ``[..., w]``
+                standard normal draw for the state at step ``t`` (called with T for ``x_T``, then with
+                each visited ``s > 0`` for the ``z`` of the step landing on ``s``).  Handing the same
+                draws to two runs gives common random numbers (tests; variance reduction).
+
+        Returns:
+            ``len(kept)`` float32 tensors ``[..., w]``, the states ``x_k`` in the order of ``kept``.
+        """
+        self._check_width(cond)
+        if not kept:
+            return []
+        timesteps = self.schedule.reverse_timesteps(list(kept), sampler, sampler_steps)
+        timesteps = timesteps[: timesteps.index(min(kept)) + 1]  # nothing below the lowest kept step
+        draw = noise if noise is not None else self._normal_draws(cond, generator)
+        wanted = set(kept)
+        states: dict[int, Tensor] = {}
+
+        x = draw(self.steps).to(torch.float32)
+        if self.steps in wanted:
+            states[self.steps] = x
+        cond = cond.to(torch.float32)
+        # One embedding row per step, all in one small call (in float32); row i is broadcast at step i.
+        tembs = self.denoiser.time_embedding(torch.tensor(timesteps[:-1], device=cond.device))
+        for i, (t, s) in enumerate(itertools.pairwise(timesteps)):
+            with self._autocast(cond.device):
+                eps_pred = self.denoiser(x, tembs[i], cond)
+            z = draw(s) if s > 0 else None
+            x = self.schedule.step_to(eps_pred.float(), t, s, x, z)
+            if s in wanted:
+                states[s] = x
+        return [states[k] for k in kept]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_width(self, x: Tensor, cond: Tensor | None = None) -> None:
+        """Raise unless ``x`` is ``[..., w]`` and ``cond`` (if given) has its shape."""
+        if x.dim() == 0 or x.shape[-1] != self.width or (cond is not None and cond.shape != x.shape):
+            got = tuple(x.shape) if cond is None else f"{tuple(x.shape)} and {tuple(cond.shape)}"
+            raise ValueError(f"expected tensors [..., {self.width}] of one shape, got {got}")
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
+        """``torch.autocast(bfloat16)`` on ``device`` for precision ``"bf16"``, else a no-op."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _normal_draws(like: Tensor, generator: torch.Generator | None) -> NoiseFn:
+        """The default noise source: a fresh ``N(0, I)`` tensor shaped like ``like`` per call."""
+        _check_generator(generator, like.device)
+
+        def draw(_t: int) -> Tensor:
+            return torch.randn(like.shape, generator=generator, device=like.device, dtype=torch.float32)
+
+        return draw
+
+
+def _check_generator(generator: torch.Generator | None, device: torch.device) -> None:
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"the torch.Generator is on {generator.device} but the tensors are on {device}; "
+            f"create it with torch.Generator(device={str(device)!r})"
+        )

@@ -1,0 +1,107 @@
+"""Denoiser: the network of method section 2, shapes, broadcasting of a shared step, the fast path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dhns_search.diffusion import Denoiser, sinusoidal_embedding
+
+
+def _denoiser(width: int, hidden_mult: int = 4, seed: int = 0) -> Denoiser:
+    """A denoiser whose LayerNorm gains and biases are not the identity, so every term is exercised."""
+    torch.manual_seed(seed)
+    net = Denoiser(width, hidden_mult)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return net
+
+
+def test_layers_follow_the_method() -> None:
+    net = Denoiser(8, 3)
+    assert [type(m).__name__ for m in net.time_mlp] == ["Linear", "GELU", "Linear"]
+    assert net.time_mlp[0].weight.shape == (8, 8) and net.time_mlp[2].weight.shape == (8, 8)
+    assert net.norm_in.normalized_shape == (24,)
+    assert net.lin_in.weight.shape == (24, 24)
+    assert net.norm_hidden.normalized_shape == (24,)
+    assert net.lin_hidden.weight.shape == (8, 24)
+    assert net.lin_out.weight.shape == (8, 8)
+
+
+def test_sinusoidal_embedding_values() -> None:
+    emb = sinusoidal_embedding(torch.tensor([0, 1, 50]), 6)
+    assert emb.shape == (3, 6)
+    assert torch.equal(emb[0], torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))  # sin 0, cos 0
+    freqs = torch.tensor([1.0, 10_000 ** (-1 / 3), 10_000 ** (-2 / 3)])
+    assert torch.allclose(emb[2], torch.cat([torch.sin(50 * freqs), torch.cos(50 * freqs)]), atol=1e-6)
+    odd = sinusoidal_embedding(torch.tensor([3]), 7)
+    assert odd.shape == (1, 7) and odd[0, -1].item() == 0.0
+
+
+@pytest.mark.parametrize("lead", [(5,), (3, 2, 7), (1, 1, 1, 4)])
+@pytest.mark.parametrize("width", [8, 7])
+def test_shapes_and_leading_dims(lead: tuple[int, ...], width: int) -> None:
+    net = _denoiser(width)
+    x, cond = torch.randn(*lead, width), torch.randn(*lead, width)
+    temb = net.time_embedding(torch.tensor([4, 9]))
+    assert temb.shape == (2, width)
+    assert net(x, temb[0], cond).shape == (*lead, width)  # one shared row
+    assert net(x, temb[0].expand(*lead, width), cond).shape == (*lead, width)  # one row per example
+
+
+def test_shared_step_row_equals_per_example_embeddings() -> None:
+    """Precomputing the step's embedding once and broadcasting it == embedding t for every example."""
+    net = _denoiser(16)
+    x, cond = torch.randn(3, 2, 11, 16), torch.randn(3, 2, 11, 16)
+    shared = net(x, net.time_embedding(torch.tensor([13]))[0], cond)
+    per_example = net(x, net.time_embedding(torch.full((3 * 2 * 11,), 13)).reshape(3, 2, 11, 16), cond)
+    assert torch.allclose(shared, per_example, atol=1e-5)
+
+
+@pytest.mark.parametrize("cond_shift", [0.0, 20.0])
+def test_fast_path_equals_plain_concatenation(cond_shift: float) -> None:
+    """The fused first layer (LayerNorm statistics from the parts) is the plain cat-LayerNorm-Linear."""
+    net = _denoiser(32)
+    x = torch.randn(4, 50, 32, requires_grad=True)
+    cond = (torch.randn(4, 50, 32) + cond_shift).requires_grad_()
+    temb = net.time_embedding(torch.tensor([21]))[0]
+
+    net.fused_time = True
+    fast = net(x, temb, cond)
+    fast_grads = torch.autograd.grad(fast.square().sum(), [x, cond, net.lin_in.weight, net.norm_in.bias])
+    net.fused_time = False
+    plain = net(x, temb, cond)
+    plain_grads = torch.autograd.grad(plain.square().sum(), [x, cond, net.lin_in.weight, net.norm_in.bias])
+
+    assert torch.allclose(fast, plain, atol=1e-5)
+    for a, b in zip(fast_grads, plain_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_batched_call_equals_per_slice_calls() -> None:
+    net = _denoiser(16)
+    x, cond = torch.randn(3, 2, 9, 16), torch.randn(3, 2, 9, 16)
+    temb = net.time_embedding(torch.tensor([30]))[0]
+    batched = net(x, temb, cond)
+    for i in range(3):
+        for j in range(2):
+            assert torch.allclose(batched[i, j], net(x[i, j], temb, cond[i, j]), atol=1e-5)
+
+
+def test_bf16_autocast_is_close_to_fp32() -> None:
+    net = _denoiser(32)
+    x, cond = torch.randn(64, 32), torch.randn(64, 32)
+    temb = net.time_embedding(torch.tensor([5]))[0]
+    ref = net(x, temb, cond)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net(x, temb, cond)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+
+
+def test_bad_sizes_raise() -> None:
+    with pytest.raises(ValueError, match="width"):
+        Denoiser(1)
+    with pytest.raises(ValueError, match="hidden_mult"):
+        Denoiser(8, 0)
