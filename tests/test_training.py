@@ -103,3 +103,22 @@ def test_unavailable_semantic_levels(synth_dataset):
     assert result.config.dhns.modalities == ["structural"]  # the saved config says what ran
     with pytest.raises(ConfigError, match="none of them is available"):
         train(_cfg("train.epochs=1", "dhns.modalities=[audio]"), dataset=synth_dataset)
+
+
+def test_zero_weight_levels_are_not_generated(synth_dataset):
+    from dhns_search.models import KGEModel
+    from dhns_search.training.dhns import DHNS
+
+    cfg = _cfg()  # released levels [0, 1/10, 1/8, 1/4, 1/2] at T = 10 -> steps [0, 1, 1, 2, 5], weight 0 on the first
+    model = KGEModel(synth_dataset.num_entities, synth_dataset.num_relations, cfg.model, synth_dataset.features)
+    dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss)
+    assert dhns.active == [1, 2, 3, 4] and dhns.kept == [1, 1, 2, 5]
+    gen = dhns.generate(model, synth_dataset.train[:8], torch.Generator().manual_seed(0))
+    assert len(gen.levels) == 4 and gen.levels[0].shape == (2, 8, 3, model.scorer.entity_width(cfg.model.dim))
+    # the margin factors stay attached to their configured level: changing the dropped level's factor
+    # changes nothing, changing an active one changes the loss
+    base = dhns.hardness_loss(model, gen, epoch=1)
+    dhns.cfg = cfg.dhns.model_copy(update={"margin": cfg.dhns.margin.model_copy(update={"factors": [5.0, 0.3, 0.5, 0.7, 0.9]})})
+    assert torch.equal(dhns.hardness_loss(model, gen, epoch=1), base)
+    dhns.cfg = cfg.dhns.model_copy(update={"margin": cfg.dhns.margin.model_copy(update={"factors": [0.1, 0.3, 0.5, 0.7, 5.0]})})
+    assert not torch.equal(dhns.hardness_loss(model, gen, epoch=1), base)

@@ -35,7 +35,8 @@ class Generated:
     """Generated negatives for some rows of a batch.
 
     triples: [B', 3] long, those positives (kept so that cached negatives stay tied to their triples).
-    levels: list of L tensors [2, B', M, w] (direction x row x modality x width), hardest first as configured.
+    levels: one tensor [2, B', M, w] (direction x row x modality x width) per configured level with a
+        nonzero weight, in the configured order.
     """
 
     triples: torch.Tensor
@@ -66,7 +67,10 @@ class DHNS(nn.Module):
         )
         width = model.scorer.entity_width(model_cfg.dim)
         self.generator = DiffHEG.from_config(width, cfg)
-        self.kept = self.generator.kept_steps(cfg.levels)
+        # Levels with weight 0 would be computed and then dropped (the released default drops the
+        # hardest one): they are not generated at all, and the chain stops at the lowest kept step.
+        self.active = [k for k, w in enumerate(cfg.level_weights) if w > 0]
+        self.kept = [self.generator.kept_steps(cfg.levels)[k] for k in self.active]
         scoring = cfg.scoring
         if scoring == "auto":  # the released code: DistMult averages per-modality scores, TransE/RotatE fuse
             scoring = "average" if model_cfg.scorer == "distmult" else "fused"
@@ -76,7 +80,11 @@ class DHNS(nn.Module):
                 "but 'structural' is not in dhns.modalities"
             )
         self.scoring = scoring
-        self.register_buffer("level_weights", torch.tensor(cfg.level_weights, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "level_weights",
+            torch.tensor([cfg.level_weights[k] for k in self.active], dtype=torch.float32),
+            persistent=False,
+        )
 
     # ------------------------------------------------------------------------------------ helpers
     def _vectors(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -167,7 +175,8 @@ class DHNS(nn.Module):
     def hardness_loss(self, model: nn.Module, gen: Generated, epoch: int) -> torch.Tensor:
         """L_HA of method section 3 with this epoch's per-level margin factors."""
         pos, neg = self.level_scores(model, gen)
-        factors = margin_factors(self.cfg.margin, len(self.kept), epoch)
+        factors = margin_factors(self.cfg.margin, len(self.cfg.levels), epoch)
+        factors = [factors[k] for k in self.active]
         scale = margin_scale(model.scorer, self.model_cfg, self.cfg.margin)
         return ntat_loss(
             pos,
