@@ -1,5 +1,6 @@
 """Training: losses, negative samplers, the NTAT loss (and the training loop)."""
 
+from dhns_search.training.loop import Callback, StopTraining, TrainResult, train
 from dhns_search.training.losses import kgc_loss, regularization_loss
 from dhns_search.training.negatives import (
     BernoulliSampler,
@@ -10,6 +11,10 @@ from dhns_search.training.negatives import (
 from dhns_search.training.ntat import margin_factors, margin_scale, ntat_loss
 
 __all__ = [
+    "Callback",
+    "StopTraining",
+    "TrainResult",
+    "train",
     "BernoulliSampler",
     "NegativeSampler",
     "UniformSampler",

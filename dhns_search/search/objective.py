@@ -1,0 +1,225 @@
+"""The Optuna objective: one trial = sample the space, build the config, train with a pruning callback.
+
+A trial's configuration is ``base + --set overrides + fixed + sampled``, plus the trial's own seed
+(derived from the study seed and the trial number, see :func:`trial_seed`), the device, and
+``train.test: false`` (the test split is never used during a search).  The trial's value is the best
+validation ``cfg.train.metric``.
+
+Outcomes:
+
+- complete: value returned; user attrs ``best_epoch``, ``seed``, ``train_seconds``, ``trial_seconds``,
+  ``mlflow_run_id``, ``params`` (decoded), ``config`` (the resolved configuration), ``best_valid``,
+  ``dataset_fingerprint``;
+- pruned: :class:`~dhns_search.training.StopTraining` from :class:`TrialCallback` becomes
+  :class:`optuna.TrialPruned`; user attr ``pruned_at``;
+- failed: a :class:`~dhns_search.errors.DhnsError` (bad combination, NaN loss ...) or a ``RuntimeError``
+  (e.g. out of memory) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with
+  user attr ``fail_reason`` and the study goes on.  Anything else is a bug and stops the study.
+
+The MLflow child run is ended in every case (``finally``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from dhns_search.config.io import deep_merge, dump_yaml, validate_config
+from dhns_search.config.models import RunConfig
+from dhns_search.errors import DhnsError
+from dhns_search.search.mlflow_bridge import MlflowBridge, TrialRun
+from dhns_search.search.space import SearchSpace, flatten_config, format_value, suggest
+
+__all__ = ["FAILURES", "Objective", "TrialCallback", "TrialFailed", "trial_seed"]
+
+#: Exceptions that fail one trial but let the study go on.
+FAILURES: tuple[type[BaseException], ...] = (DhnsError, RuntimeError, FloatingPointError)
+
+
+class TrialFailed(Exception):
+    """A trial failed for a reason that concerns this trial only (its state becomes FAIL)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """A stable 31-bit seed for trial ``number`` of a study seeded with ``study_seed``.
+
+    A hash (not ``study_seed + number``) so that neighbouring studies do not share seeds; stable across
+    processes and Python versions (unlike ``hash()``).
+    """
+    digest = hashlib.sha256(f"dhns-search/{study_seed}/{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _stop_training() -> type[Exception]:
+    from dhns_search.training.loop import StopTraining
+
+    return StopTraining
+
+
+class TrialCallback:
+    """A training :class:`~dhns_search.training.Callback` that reports to Optuna and logs to MLflow.
+
+    ``on_evaluation`` reports the validation metric with ``step = epoch`` and raises ``StopTraining``
+    when the pruner says so; ``on_epoch_end`` logs the epoch statistics (``train_loss``,
+    ``diffusion_loss``, ``epoch_seconds`` ...).  Validation metrics are logged as ``valid_<name>``.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, run: TrialRun | None = None) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.run = run
+        self.last_epoch = 0
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
+        self.last_epoch = epoch
+        if self.run is not None:
+            self.run.log_metrics(stats, step=epoch)
+
+    def on_evaluation(self, epoch: int, metrics: dict[str, float], history: list[dict]) -> None:
+        value = float(metrics[self.metric])
+        self.last_epoch = epoch
+        if not math.isnan(value) and (self.best is None or value > self.best):
+            self.best = value
+        if self.run is not None:
+            logged = {f"valid_{k}": v for k, v in metrics.items()}
+            last = history[-1] if history else {}
+            if "eval_seconds" in last:
+                logged["eval_seconds"] = last["eval_seconds"]
+            self.run.log_metrics(logged, step=epoch)
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise _stop_training()(f"pruned at epoch {epoch} ({self.metric} {value:.4f})")
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+
+
+class Objective:
+    """Callable objective for :meth:`optuna.Study.optimize`.
+
+    ``trainer`` defaults to :func:`dhns_search.training.train`; ``dataset`` is a pre-loaded dataset
+    shared by all trials (None: each trial loads its own, needed when the space searches ``data.*``).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        study_seed: int,
+        overrides: list[str] | None = None,
+        device: str | None = None,
+        bridge: MlflowBridge | None = None,
+        dataset: Any = None,
+        trainer: Callable[..., Any] | None = None,
+    ) -> None:
+        self.space = space
+        self.study_seed = study_seed
+        self.overrides = list(overrides or [])
+        self.device = device
+        self.bridge = bridge
+        self.dataset = dataset
+        self._trainer = trainer
+
+    @property
+    def trainer(self) -> Callable[..., Any]:
+        if self._trainer is None:
+            from dhns_search.training.loop import train
+
+            self._trainer = train
+        return self._trainer
+
+    def trial_mapping(self, sampled: dict[str, Any], seed: int) -> dict:
+        """The trial's configuration as a plain mapping (not yet validated)."""
+        data = self.space.merged(sampled, self.overrides)
+        data["seed"] = seed
+        if self.device is not None:
+            data["device"] = self.device
+        data.setdefault("train", {})
+        data["train"]["test"] = False
+        data["train"]["progress"] = False
+        return data
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        t0 = time.perf_counter()
+        StopTraining = _stop_training()
+        seed = trial_seed(self.study_seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        sampled = suggest(trial, self.space)
+        trial.set_user_attr("params", _jsonable(self.space.resolve(sampled)))
+        data = self.trial_mapping(sampled, seed)
+
+        run: TrialRun | None = None
+        if self.bridge is not None:
+            # The same keys for every trial: the defaults filled in, even when validation fails below.
+            flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
+            tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled)}
+            run = self.bridge.start_trial(trial.number, flat, tags)
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+
+        state, value, reason = "FAIL", None, None
+        callback: TrialCallback | None = None
+        try:
+            cfg = validate_config(data, f"{self.space.source}: trial {trial.number} {_short(sampled)}")
+            trial.set_user_attr("config", cfg.model_dump(mode="json"))
+            if run is not None:
+                run.log_text(dump_yaml(cfg), "config.yaml")
+            callback = TrialCallback(trial, cfg.train.metric, run)
+            t_train = time.perf_counter()
+            result = self.trainer(cfg, dataset=self.dataset, callbacks=[callback])
+            value = float(result.best_valid[cfg.train.metric])
+            if math.isnan(value):
+                raise TrialFailed(f"the validation {cfg.train.metric} is nan")
+            trial.set_user_attr("best_epoch", int(result.best_epoch))
+            trial.set_user_attr("epochs_run", int(result.epochs_run))
+            trial.set_user_attr("train_seconds", round(time.perf_counter() - t_train, 3))
+            trial.set_user_attr("best_valid", {k: float(v) for k, v in result.best_valid.items()})
+            trial.set_user_attr("config", result.config.model_dump(mode="json"))
+            fingerprint = getattr(result, "dataset_fingerprint", None)
+            if fingerprint is None and self.dataset is not None:
+                fingerprint = self.dataset.fingerprint()
+            if fingerprint:
+                trial.set_user_attr("dataset_fingerprint", fingerprint)
+            if run is not None:
+                run.log_text(dump_yaml(result.config), "config.yaml")
+                run.log_metrics({f"best_valid_{k}": v for k, v in result.best_valid.items()}
+                                | {"best_epoch": result.best_epoch}, step=result.best_epoch)
+            state = "COMPLETE"
+            return value
+        except StopTraining as stop:
+            state, reason = "PRUNED", str(getattr(stop, "reason", stop))
+            trial.set_user_attr("pruned_at", callback.last_epoch if callback else 0)
+            raise optuna.TrialPruned(reason) from None
+        except TrialFailed as err:
+            reason = err.reason
+            trial.set_user_attr("fail_reason", reason)
+            raise
+        except FAILURES as err:
+            reason = f"{type(err).__name__}: {err}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason) from err
+        except BaseException as err:  # a bug or an interrupt: still end the child run, then propagate
+            reason = f"{type(err).__name__}: {err}".rstrip(": ")
+            if isinstance(err, KeyboardInterrupt):
+                state = "INTERRUPTED"
+            trial.set_user_attr("fail_reason", reason)
+            raise
+        finally:
+            trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
+            if run is not None:
+                run.end(state, value=value, reason=reason)
+
+
+def _short(sampled: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={format_value(v)}" for k, v in sampled.items())
+    return f"({text[:297]}...)" if len(text) > 300 else f"({text})"
