@@ -123,3 +123,27 @@ def test_zero_weight_levels_are_not_generated(synth_dataset):
     assert torch.equal(dhns.hardness_loss(model, gen, epoch=1), base)
     dhns.cfg = cfg.dhns.model_copy(update={"margin": cfg.dhns.margin.model_copy(update={"factors": [0.1, 0.3, 0.5, 0.7, 5.0]})})
     assert not torch.equal(dhns.hardness_loss(model, gen, epoch=1), base)
+
+
+@pytest.mark.parametrize("scorer", ["transe", "rotate", "distmult", "complex"])
+def test_separate_head_and_tail_chains(scorer, synth_dataset):
+    """Direction 0 generates tails conditioned on compose(h, r, 'tail'); direction 1 generates heads
+    conditioned on compose(t, r, 'head') - the released code had no head chain of its own."""
+    from dhns_search.models import KGEModel
+    from dhns_search.training.dhns import HEAD, TAIL, DHNS
+
+    cfg = _cfg(preset=f"dhns-{scorer}")
+    model = KGEModel(synth_dataset.num_entities, synth_dataset.num_relations, cfg.model, synth_dataset.features)
+    dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss)
+    triples = synth_dataset.train[:16]
+    h, r, t = triples.unbind(-1)
+    x0, cond = dhns._conditions(model, triples, detach=True)
+    vh, vt = dhns._vectors(model, h), dhns._vectors(model, t)
+    rel = model.relation(r).unsqueeze(-2)
+    torch.testing.assert_close(x0[TAIL], vt)
+    torch.testing.assert_close(x0[HEAD], vh)
+    torch.testing.assert_close(cond[TAIL], model.scorer.compose(vh, rel, "tail"))
+    torch.testing.assert_close(cond[HEAD], model.scorer.compose(vt, rel, "head"))
+    gen = dhns.generate(model, triples, torch.Generator().manual_seed(0))
+    for level in gen.levels:  # two chains with their own conditions give different states
+        assert not torch.allclose(level[TAIL], level[HEAD])
