@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, command_line, machine_info  # noqa: E402
+from common import REPO, command_line, machine_info
 
 METRICS = ["mrr_realistic_filtered", "hits_at_1_realistic_filtered", "hits_at_10_realistic_filtered"]
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCHMARKS, REPO, append_section  # noqa: E402
+from common import BENCHMARKS, REPO, append_section
 
 VARIANTS = {
     "uniform": ["dhns.enabled=false"],

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, append_section  # noqa: E402
+from common import REPO, append_section
 
 
 def study_figures(study, tolerance: float, target: float | None) -> dict:

@@ -1,10 +1,9 @@
 """Negative samplers: shapes, which side changes, Bernoulli probabilities, filtering, determinism."""
 
 import pytest
-
-from dhns_search.config import validate_config
 import torch
 
+from dhns_search.config import validate_config
 from dhns_search.config.models import NegativeConfig
 from dhns_search.errors import ConfigError
 from dhns_search.training.negatives import (

@@ -43,7 +43,7 @@ def test_dhns_trains_every_scorer_far_above_chance(scorer, synth_dataset):
 def test_repeatable_bit_for_bit_with_a_seed(synth_dataset):
     a = train(_cfg("train.epochs=4"), dataset=synth_dataset)
     b = train(_cfg("train.epochs=4"), dataset=synth_dataset)
-    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
     assert strip(a.history) == strip(b.history)
     assert a.test == b.test
     c = train(_cfg("train.epochs=4", "seed=1"), dataset=synth_dataset)
@@ -130,7 +130,7 @@ def test_separate_head_and_tail_chains(scorer, synth_dataset):
     """Direction 0 generates tails conditioned on compose(h, r, 'tail'); direction 1 generates heads
     conditioned on compose(t, r, 'head') - the released code had no head chain of its own."""
     from dhns_search.models import KGEModel
-    from dhns_search.training.dhns import HEAD, TAIL, DHNS
+    from dhns_search.training.dhns import DHNS, HEAD, TAIL
 
     cfg = _cfg(preset=f"dhns-{scorer}")
     model = KGEModel(synth_dataset.num_entities, synth_dataset.num_relations, cfg.model, synth_dataset.features)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -21,17 +21,25 @@ _SHOWN = [
 ]
 
 
+def _cell(summary, split: str, key: str, seeds: int) -> str:
+    k = f"{split}/{key}"
+    if k not in summary.mean:
+        return "-"
+    fmt = "{:.2f}" if key.startswith("mr_") else "{:.4f}"
+    return fmt.format(summary.mean[k]) + (f" ± {fmt.format(summary.std[k])}" if seeds > 1 else "")
+
+
 @app.command("train")
 @cli_errors
 def train_command(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training config YAML (e.g. an export)."),
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="A shipped preset (see --list-presets)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset directory (sets data.path)."),
-    overrides: list[str] = typer.Option([], "--set", "-s", help="Dotted override, e.g. train.lr=0.001."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="Train N seeds and report mean and std."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>-<time>)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (sets device)."),
-    list_presets: bool = typer.Option(False, "--list-presets", help="List the shipped presets and exit."),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Training config YAML (e.g. an export).")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", "-p", help="A shipped preset (see --list-presets).")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset directory (sets data.path).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override, e.g. train.lr=0.001.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train N seeds and report mean and std.")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<name>-<time>).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (sets device).")] = None,
+    list_presets: Annotated[bool, typer.Option("--list-presets", help="List the shipped presets and exit.")] = False,
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
     from dhns_search.config import load_config, preset_names
@@ -43,7 +51,7 @@ def train_command(
         return
     if config is None and preset is None:
         raise ConfigError("give --config FILE or --preset NAME (see --list-presets)")
-    extra = list(overrides)
+    extra = list(overrides or [])
     if data is not None:
         extra.append(f"data.path={data}")
     if device is not None:
@@ -55,19 +63,13 @@ def train_command(
                   f"seed {cfg.seed}{f' +{seeds - 1}' if seeds > 1 else ''}) -> {out_dir}")
     summary = train_seeds(cfg, seeds=seeds, out_dir=out_dir)
 
-    table = Table(title=f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds")
+    title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("validation", justify="right")
     table.add_column("test", justify="right")
     for key in _SHOWN:
-        def cell(split: str) -> str:
-            k = f"{split}/{key}"
-            if k not in summary.mean:
-                return "-"
-            fmt = "{:.2f}" if key.startswith("mr_") else "{:.4f}"
-            return fmt.format(summary.mean[k]) + (f" ± {fmt.format(summary.std[k])}" if seeds > 1 else "")
-
-        table.add_row(key, cell("valid"), cell("test"))
+        table.add_row(key, _cell(summary, "valid", key, seeds), _cell(summary, "test", key, seeds))
     console.print(table)
     if summary.reproduction is not None:
         expected, got = summary.reproduction

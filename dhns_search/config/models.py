@@ -87,7 +87,7 @@ class NegativeConfig(StrictModel):
     filtered: bool = Field(False, description="re-draw negatives that are true training triples")
 
     @model_validator(mode="after")
-    def _bernoulli_needs_mixed(self) -> "NegativeConfig":
+    def _bernoulli_needs_mixed(self) -> NegativeConfig:
         if self.sampler == "bernoulli" and self.corrupt != "mixed":
             raise ValueError("sampler 'bernoulli' picks the side per triple: it needs corrupt 'mixed'")
         return self
@@ -162,7 +162,7 @@ class DHNSConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DHNSConfig":
+    def _consistent(self) -> DHNSConfig:
         if len(self.level_weights) != len(self.levels):
             raise ValueError(
                 f"level_weights has {len(self.level_weights)} entries but levels has {len(self.levels)}"

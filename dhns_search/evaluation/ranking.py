@@ -91,8 +91,8 @@ def filtered_ranks(
     """Optimistic and pessimistic filtered ranks of a batch of queries (see the module docstring).
 
     Vectorised: two comparisons over ``[B, N]`` count the better / better-or-equal candidates, and the
-    same comparisons on the (few) filtered entries are subtracted, so no ``[B, N]`` mask is built and the
-    scores are never modified.
+    same comparisons on the (few) filtered entries are subtracted, so no ``[B, N]`` filter mask is built and
+    the scores are never modified.
 
     Args:
         scores: [B, N] scores of every entity for each query, higher = more plausible; NaN allowed.

@@ -11,12 +11,11 @@ from dhns_search.training.negatives import (
 from dhns_search.training.ntat import margin_factors, margin_scale, ntat_loss
 
 __all__ = [
+    "BernoulliSampler",
     "Callback",
+    "NegativeSampler",
     "StopTraining",
     "TrainResult",
-    "train",
-    "BernoulliSampler",
-    "NegativeSampler",
     "UniformSampler",
     "kgc_loss",
     "make_negative_sampler",
@@ -24,4 +23,5 @@ __all__ = [
     "margin_scale",
     "ntat_loss",
     "regularization_loss",
+    "train",
 ]
