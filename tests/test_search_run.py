@@ -270,6 +270,12 @@ def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monke
     assert two.exit_code == 0
     assert len(list((tmp_path / "exports").glob("cli-trial*.yaml"))) == 2
     assert len(export_best("cli", top=2, out=tmp_path / "x" / "b.yaml")) == 2
+    # a directory target (trailing slash, or an existing folder) keeps the default file names inside it
+    into = invoke("export", "cli", "--top", "2", "--out", "best/")
+    assert into.exit_code == 0, into.output
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == sorted(
+        p.name for p in (tmp_path / "exports").glob("cli-trial*.yaml")
+    )
     assert (tmp_path / "x" / "b-1.yaml").is_file() and (tmp_path / "x" / "b-2.yaml").is_file()
 
 

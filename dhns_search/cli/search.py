@@ -149,9 +149,10 @@ def status_command(
 def export_command(
     study: Annotated[str, typer.Argument(help="Study name.", show_default=False)],
     top: Annotated[int, typer.Option("--top", help="Export the K best trials.")] = 1,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output file (default exports/<study>-trial<N>.yaml; with --top K the rank is "
-        "added before the suffix).")] = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", help="Output file, or a folder (an existing one, or a path ending in /) to write "
+        "<study>-trial<N>.yaml into (default exports/); a file with --top K gets the rank added before "
+        "the suffix.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
 ) -> None:
     """Write standalone training configs of the best trials (replay with dhns-search train --config)."""

@@ -193,10 +193,16 @@ def config_text(cfg: RunConfig) -> str:
     return _header(cfg) + dump_yaml(cfg)
 
 
+def _is_dir_target(out: str | Path) -> bool:
+    text = str(out)
+    return Path(out).is_dir() or text.endswith(("/", "\\"))
+
+
 def export_trials(study: optuna.Study, *, top: int = 1, out: str | Path | None = None) -> list[tuple[Path, RunConfig]]:
     """Write the configs of the ``top`` best trials; returns ``(path, config)`` best first.
 
-    ``out`` None: ``exports/<study>-trial<N>.yaml``.  With ``out`` and ``top`` 1 that exact file; with
+    ``out`` None: ``exports/<study>-trial<N>.yaml``.  ``out`` an existing directory or a path ending in
+    ``/``: ``<out>/<study>-trial<N>.yaml``.  Otherwise, with ``top`` 1 that exact file; with
     ``top`` > 1 the rank is added before the suffix (``best.yaml`` -> ``best-1.yaml``, ``best-2.yaml``).
     """
     if top < 1:
@@ -208,8 +214,11 @@ def export_trials(study: optuna.Study, *, top: int = 1, out: str | Path | None =
     written = []
     for rank, trial in enumerate(trials[:top], start=1):
         cfg = trial_config(study, trial)
+        default_name = f"{study.study_name}-trial{trial.number}.yaml"
         if out is None:
-            path = Path("exports") / f"{study.study_name}-trial{trial.number}.yaml"
+            path = Path("exports") / default_name
+        elif _is_dir_target(out):
+            path = Path(out) / default_name
         else:
             out_path = Path(out)
             path = out_path if top == 1 else out_path.with_name(f"{out_path.stem}-{rank}{out_path.suffix or '.yaml'}")
