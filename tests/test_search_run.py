@@ -250,6 +250,11 @@ def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monke
     board = invoke("status", "cli")
     assert board.exit_code == 0 and "scorer=distmult" in board.output and "2 complete" in board.output
 
+    missing_db = tmp_path / "elsewhere" / "none.db"
+    res = runner.invoke(app, ["status", "nope", "--storage", f"sqlite:///{missing_db}"])
+    assert res.exit_code == 2 and "known studies: none" in res.output
+    assert not missing_db.exists() and not missing_db.parent.exists()  # reading creates no database
+
     unknown = runner.invoke(app, ["status", "nope"])
     assert unknown.exit_code == 2
     assert "no study 'nope'" in unknown.output and "known studies: cli (sqlite:///studies/cli.db)" in unknown.output

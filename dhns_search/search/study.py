@@ -114,12 +114,17 @@ def display_url(url: str) -> str:
         return url
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
     """An Optuna storage for any URL.  SQL databases get heartbeats, so that trials of a crashed
-    process are marked FAIL by the next run instead of staying RUNNING forever."""
+    process are marked FAIL by the next run instead of staying RUNNING forever.
+
+    ``create=False`` (reading: status, export) refuses a SQLite file that does not exist, rather than
+    leaving an empty database behind."""
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and path != ":memory:":
+            if not create and not Path(path).is_file():
+                raise StudyError(f"storage {display_url(url)}: no such database file {path}")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     if re.match(r"^(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://", url):
         kwargs: dict[str, Any] = {}
@@ -197,7 +202,7 @@ def _names_in(url: str) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.study.get_all_study_names(storage=make_storage(url))
+            return optuna.study.get_all_study_names(storage=make_storage(url, create=False))
     except Exception:  # noqa: BLE001 - not an Optuna database, or unreachable
         return []
 
@@ -225,7 +230,7 @@ def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str
         candidates += [u for n, u in _known(None) if n == name and u not in candidates]
     for url in candidates:
         if name in _names_in(url):
-            return optuna.load_study(study_name=name, storage=make_storage(url)), url
+            return optuna.load_study(study_name=name, storage=make_storage(url, create=False)), url
     known = _known(storage)
     where = display_url(storage) if storage else f"{DEFAULT_STUDIES_DIR}/*.db"
     listing = ", ".join(f"{n} ({display_url(u)})" if storage is None else n for n, u in known) or "none"
@@ -247,7 +252,7 @@ def list_studies(storage: str | None = None) -> list[StudyInfo]:
     """Every study in ``storage`` (default: every ``studies/*.db``)."""
     out = []
     for name, url in _known(storage):
-        study = optuna.load_study(study_name=name, storage=make_storage(url))
+        study = optuna.load_study(study_name=name, storage=make_storage(url, create=False))
         trials = study.get_trials(deepcopy=False)
         best = completed(study)
         starts = [t.datetime_start for t in trials if t.datetime_start]
