@@ -1,0 +1,130 @@
+"""Where one training batch's time goes: plain KGC step, generator update, generation, NTAT loss.
+
+Same setting as bench/epoch_speed.py (MKG-Y, DistMult, dim 256, batch 2000, 64 negatives, T 50, the
+faithful chain; textual features from the names, visual marked missing).  Each phase is timed on the same
+batch after one warm-up, median of ``--repeats``; peak resident memory of the process is reported too.
+
+    .venv/bin/python bench/batch_breakdown.py [--set dhns.precision=bf16] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BENCHMARKS, append_section  # noqa: E402
+from epoch_speed import text_features  # noqa: E402
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=BENCHMARKS / "MKG-Y")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from dhns_search.config import load_config
+    from dhns_search.data import load_from_config
+    from dhns_search.models import KGEModel
+    from dhns_search.training.dhns import DHNS
+    from dhns_search.training.losses import kgc_loss, regularization_loss
+    from dhns_search.training.negatives import make_negative_sampler
+
+    cfg = load_config(
+        preset="paper-distmult-mkgy",
+        overrides=[
+            f"data.path={args.data}",
+            f"model.dim={args.dim}",
+            f"data.features={{textual: {text_features(args.data)}}}",
+            "device=cpu",
+            *args.overrides,
+        ],
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as train() does on CPU
+    torch.manual_seed(0)
+    ds = load_from_config(cfg.data)
+    model = KGEModel(ds.num_entities, ds.num_relations, cfg.model, ds.features)
+    dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss)
+    sampler = make_negative_sampler(cfg.negatives, ds.train, ds.num_entities, ds.num_relations)
+    gen_opt = torch.optim.Adam(dhns.generator.parameters(), lr=cfg.dhns.generator_lr)
+    rng = torch.Generator().manual_seed(0)
+    batch = ds.train[: cfg.train.batch_size]
+    amp = cfg.dhns.precision == "bf16"
+
+    def plain_step():
+        model.zero_grad(set_to_none=True)
+        neg = sampler.sample(batch, 0, rng)
+        pos = model.score_triples(batch[:, 0], batch[:, 1], batch[:, 2])
+        loss = kgc_loss(pos, model.score_triples(neg[..., 0], neg[..., 1], neg[..., 2]), cfg.loss)
+        (loss + cfg.loss.reg_weight * regularization_loss(model, cfg.loss)).backward()
+
+    def generator_update():
+        gen_opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = dhns.diffusion_loss(model, batch, rng)
+        loss.backward()
+        gen_opt.step()
+
+    generated = {}
+
+    def generation():
+        generated["g"] = dhns.generate(model, batch, rng)
+
+    def ntat():
+        model.zero_grad(set_to_none=True)
+        dhns.hardness_loss(model, generated["g"], 1).backward()
+
+    phases = [
+        ("plain KGC step (sampling, scoring, loss, backward)", plain_step),
+        ("generator update (diffusion loss, backward, Adam)", generator_update),
+        ("generation (reverse chains, no gradients)", generation),
+        ("NTAT loss on generated negatives (+ backward)", ntat),
+    ]
+    rows = []
+    for name, fn in phases:
+        secs = timed(fn, args.repeats)
+        rows.append((name, secs))
+        print(f"{name:55s} {secs * 1000:9.1f} ms")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = sum(s for _, s in rows)
+    print(f"{'total':55s} {total * 1000:9.1f} ms   peak RSS {peak_mib:.0f} MiB")
+
+    kept = ", ".join(str(k) for k in dhns.kept)
+    lines = [
+        f"{args.data.name}, DistMult, dim {args.dim}, batch {cfg.train.batch_size}, {cfg.negatives.num} negatives, "
+        f"T {cfg.dhns.steps} ({cfg.dhns.sampler} chain, generated levels at steps {kept}), "
+        f"{len(dhns.modalities)} semantic spaces x 2 directions, precision {cfg.dhns.precision}; textual features "
+        f"from names, visual marked missing. Median of {args.repeats} after a warm-up, one batch.",
+        "",
+        "| phase | ms per batch | share |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {secs * 1000:.1f} | {secs / total:.0%} |" for name, secs in rows]
+    lines += [f"| total | {total * 1000:.1f} | 100% |", "", f"Peak resident memory of the process: {peak_mib:.0f} MiB."]
+    if args.overrides:
+        lines.append(f"Overrides: {', '.join(args.overrides)}.")
+    if not args.no_write:
+        append_section("Seconds per batch by phase (bench/batch_breakdown.py)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
