@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCHMARKS, append_section  # noqa: E402
-from epoch_speed import text_features  # noqa: E402
+from common import BENCHMARKS, append_section
+from epoch_speed import text_features
 
 
 def timed(fn, repeats: int) -> float:
