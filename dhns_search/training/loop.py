@@ -130,7 +130,7 @@ def _train(cfg: RunConfig, *, dataset, callbacks: Sequence[Callback], run_dir: s
     torch.manual_seed(cfg.seed)
     if dataset is None:
         dataset = load_from_config(cfg.data)
-    train_triples = dataset.train.to(device)
+    train_triples, valid_triples = dataset.train.to(device), dataset.valid.to(device)
     model = KGEModel(dataset.num_entities, dataset.num_relations, cfg.model, dataset.features).to(device)
     sampler = make_negative_sampler(cfg.negatives, dataset.train, dataset.num_entities, dataset.num_relations)
     if cfg.dhns.enabled:
@@ -225,7 +225,7 @@ def _train(cfg: RunConfig, *, dataset, callbacks: Sequence[Callback], run_dir: s
             if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
                 model.eval()
                 t_eval = time.perf_counter()
-                valid = evaluator.evaluate(model, dataset.valid.to(device))
+                valid = evaluator.evaluate(model, valid_triples)
                 record = {"epoch": epoch, **stats, "eval_seconds": time.perf_counter() - t_eval, "valid": valid}
                 history.append(record)
                 value = valid[metric]
