@@ -13,22 +13,11 @@ import argparse
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCHMARKS, append_section
+from common import BENCHMARKS, append_section, time_calls
 from epoch_speed import text_features
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -101,7 +90,7 @@ def main() -> None:
     ]
     rows = []
     for name, fn in phases:
-        secs = timed(fn, args.repeats)
+        secs = statistics.median(time_calls(fn, args.repeats, warmup=True)[0])
         rows.append((name, secs))
         print(f"{name:55s} {secs * 1000:9.1f} ms")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -14,6 +14,22 @@ BENCHMARKS = REPO.parent / "shared" / "benchmarks"
 DOC = REPO / "docs" / "benchmarks.md"
 
 
+def time_calls(fn, repeats: int, *, warmup: bool = False) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds (all threads) of ``repeats`` calls of ``fn()``.
+
+    ``warmup`` makes one untimed call first.  Callers pick their statistic (min, median).
+    """
+    if warmup:
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
 def machine_info() -> str:
     import torch
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import time_calls  # noqa: E402
 
 from dhns_search.diffusion import Denoiser, DiffHEG
 
@@ -32,13 +36,7 @@ RELEASED_LEVELS = [0.0, 0.1, 0.125, 0.25, 0.5]
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     """Minimum wall time and minimum process CPU time of ``fn()`` over ``repeats`` runs, after a warm-up."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
+    wall, cpu = time_calls(fn, repeats, warmup=True)
     return min(wall), min(cpu)
 
 

@@ -17,13 +17,12 @@ import math
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_section
+from common import append_section, time_calls
 
 from dhns_search.data import load_dataset
 from dhns_search.evaluation import FilteredEvaluator
@@ -48,17 +47,6 @@ class RandomDistMult:
         return (self.entities[t] * self.relations[r]) @ self.entities.T
 
 
-def timed(fn, repeat: int) -> tuple[list[float], list[float]]:
-    """Wall-clock and process CPU seconds (all threads) of ``repeat`` calls of ``fn()``."""
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="OpenKE dataset folder (default MKG-Y)")
@@ -76,10 +64,10 @@ def main() -> None:
     )
     load_before = os.getloadavg()
 
-    builds, _ = timed(lambda: FilteredEvaluator(known, data.num_entities, batch_size=args.batch_size), 3)
+    builds, _ = time_calls(lambda: FilteredEvaluator(known, data.num_entities, batch_size=args.batch_size), 3)
     evaluator = FilteredEvaluator(known, data.num_entities, batch_size=args.batch_size)
     metrics = evaluator.evaluate(model, data.test)  # warm-up
-    runs, cpu = timed(lambda: evaluator.evaluate(model, data.test), args.runs)
+    runs, cpu = time_calls(lambda: evaluator.evaluate(model, data.test), args.runs)
     load_after = os.getloadavg()
 
     build_s, eval_s = statistics.median(builds), statistics.median(runs)
