@@ -105,3 +105,56 @@ def test_bad_sizes_raise() -> None:
         Denoiser(1)
     with pytest.raises(ValueError, match="hidden_mult"):
         Denoiser(8, 0)
+
+
+@pytest.mark.parametrize(("shift", "scale"), [(0.0, 1.0), (3.0, 1.0), (0.0, 1e-3)])
+@pytest.mark.parametrize("width", [16, 7])
+def test_conditioned_path_equals_plain_network_and_float64(shift: float, scale: float, width: int) -> None:
+    """Denoiser.conditioned (condition precomputed, LayerNorms folded, last two layers fused) is the
+    plain network: both are equally close to a float64 evaluation of the plain network.  At scale 1e-3
+    the inputs' variance is of the order of LayerNorm's epsilon, so the scaled epsilon matters."""
+    net = _denoiser(width)
+    with torch.no_grad():
+        net.time_mlp[2].weight.mul_(scale)
+        net.time_mlp[2].bias.mul_(scale)
+    x = torch.randn(3, 2, 40, width) * scale
+    cond = (torch.randn(3, 2, 40, width) + shift) * scale
+    net64 = Denoiser(width, 4).double()
+    net64.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        fn = net.conditioned(cond)
+        for step in (1, 17, 50):
+            temb = net.time_embedding(torch.tensor([step]))[0]
+            fast = fn(x, temb)
+            net.fused_time = False
+            plain = net(x, temb, cond)
+            ref = net64(x.double(), temb.double(), cond.double())
+            assert fast.shape == x.shape and fast.dtype == torch.float32
+            assert torch.allclose(fast, plain, atol=1e-4)
+            assert (fast.double() - ref).abs().max() < 1e-4
+            assert (fast.double() - ref).abs().max() < 10 * (plain.double() - ref).abs().max() + 1e-6
+
+
+def test_conditioned_bf16_is_as_close_to_fp32_as_autocast() -> None:
+    net = _denoiser(32)
+    x, cond = torch.randn(6, 200, 32), torch.randn(6, 200, 32)
+    with torch.no_grad():
+        temb = net.time_embedding(torch.tensor([9]))[0]
+        ref = net(x, temb, cond)
+        low = net.conditioned(cond, torch.bfloat16)(x, temb)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = net(x, temb, cond).float()
+    assert low.dtype == torch.float32
+    err, auto_err = (low - ref).abs().mean().item(), (auto - ref).abs().mean().item()
+    assert err < 2 * auto_err + 1e-3
+
+
+def test_conditioned_rejects_mismatched_shapes() -> None:
+    net = _denoiser(8)
+    fn = net.conditioned(torch.randn(5, 8))
+    with pytest.raises(ValueError, match="expected x"):
+        fn(torch.randn(4, 8), torch.randn(8))
+    with pytest.raises(ValueError, match="conditions"):
+        net.conditioned(torch.randn(5, 9))
+    with pytest.raises(ValueError, match="dtype"):
+        net.conditioned(torch.randn(5, 8), torch.float16)

@@ -91,10 +91,30 @@ def test_sample_is_deterministic_with_a_seeded_generator() -> None:
     assert not torch.equal(a[0], c[0])
 
 
-def test_one_denoiser_call_per_step_over_all_leading_dims() -> None:
-    gen = _generator(steps=20)
+def _record_calls(gen: DiffHEG) -> list[tuple[int, ...]]:
+    """Record the shape of ``x`` at every per-step denoiser evaluation, on either sampling path."""
     calls: list[tuple[int, ...]] = []
-    gen.denoiser.register_forward_hook(lambda _m, args, _out: calls.append(tuple(args[0].shape)))
+    make = gen._eps_fn
+
+    def counting(cond: Tensor):
+        fn = make(cond)
+
+        def call(x: Tensor, temb: Tensor) -> Tensor:
+            assert temb.dim() == 1, "one shared time-embedding row per step"
+            calls.append(tuple(x.shape))
+            return fn(x, temb)
+
+        return call
+
+    gen._eps_fn = counting  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_one_denoiser_call_per_step_over_all_leading_dims(conditioned: bool) -> None:
+    gen = _generator(steps=20)
+    gen.conditioned_sampling = conditioned
+    calls = _record_calls(gen)
     cond = torch.randn(3, 2, 4, 8)
     gen.sample(cond, [0, 2, 5])
     assert calls == [(3, 2, 4, 8)] * 20
@@ -103,11 +123,19 @@ def test_one_denoiser_call_per_step_over_all_leading_dims() -> None:
     assert len(calls) == len(gen.schedule.reverse_timesteps([0, 2, 5], "strided", 4)) - 1 == 5  # 20 15 10 5 2
 
 
+def test_plain_path_calls_the_network_once_per_step() -> None:
+    gen = _generator(steps=20)
+    gen.conditioned_sampling = False
+    calls: list[tuple[int, ...]] = []
+    gen.denoiser.register_forward_hook(lambda _m, args, _out: calls.append(tuple(args[0].shape)))
+    gen.sample(torch.randn(3, 2, 4, 8), [0, 2, 5])
+    assert calls == [(3, 2, 4, 8)] * 20
+
+
 def test_chain_stops_at_the_lowest_kept_step() -> None:
     """Steps below the lowest kept level are not run, and the kept states are those of the full chain."""
     gen = _generator(steps=20)
-    calls: list[int] = []
-    gen.denoiser.register_forward_hook(lambda *_: calls.append(1))
+    calls = _record_calls(gen)
     cond = torch.randn(4, 8)
     full = gen.sample(cond, [0, 2, 5], generator=torch.Generator().manual_seed(3))
     calls.clear()
@@ -115,6 +143,27 @@ def test_chain_stops_at_the_lowest_kept_step() -> None:
     assert len(calls) == 18
     assert torch.equal(short[0], full[2]) and torch.equal(short[1], full[1])
     assert gen.sample(cond, []) == []
+
+
+@pytest.mark.parametrize(("sampler", "sampler_steps"), [("ancestral", None), ("strided", 6)])
+def test_conditioned_sampling_equals_the_plain_chain(sampler: str, sampler_steps: int | None) -> None:
+    """The conditioned fast path (condition's work once per chain) gives the plain network's chain."""
+    gen = _generator(width=16, steps=30)
+    with torch.no_grad():  # non-identity LayerNorms, so every folded term matters
+        for p in gen.denoiser.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    cond = torch.randn(3, 2, 20, 16)
+    kept = gen.kept_steps(RELEASED_LEVELS)
+    noise = _predrawn(cond.shape, 30, seed=5)
+    runs = {}
+    for conditioned in (True, False):
+        gen.conditioned_sampling = conditioned
+        runs[conditioned] = gen.sample(
+            cond, kept, sampler=sampler, sampler_steps=sampler_steps, noise=noise.__getitem__  # type: ignore[arg-type]
+        )
+    for fast, plain in zip(runs[True], runs[False]):
+        assert fast.dtype == torch.float32
+        assert torch.allclose(fast, plain, atol=1e-4)
 
 
 def test_batched_sampling_equals_per_slice_sampling() -> None:

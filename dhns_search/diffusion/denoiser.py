@@ -22,6 +22,27 @@ It is the same function as the plain concatenation (tested to 1e-5; both are equ
 evaluation).  Measured on a 2-core AMD EPYC (12,000 x 256, hidden 4x, one thread, CPU time): 0.36 s
 instead of 0.44 s per call in fp32, 0.15 s instead of 0.22 s under bf16 autocast; see
 ``bench/denoiser_speed.py``.  ``Denoiser(fused_time=False)`` keeps the plain path.
+
+Conditioned sampling path.  Along one reverse chain the condition ``c`` never changes, so
+:meth:`Denoiser.conditioned` does everything that depends only on ``c`` and the weights once per chain
+and returns a :class:`ConditionedDenoiser` that evaluates the same function per step with less work:
+
+- the condition's share of the first layer, ``P_c = W'_c c`` (``[N, m w]``), and its LayerNorm sums
+  ``sum(c)``, ``sum(c^2)``; a step's first-layer matmul is then ``w`` deep (``x`` only) instead of
+  ``2w``;
+- the LayerNorm statistics of ``[x, e, c]`` from per-part sums (``E[z^2] - mean^2``);
+- the first LayerNorm's ``1 / sd`` is carried *through* the ReLU (``relu(h) = relu(sd h) / sd``, ``sd > 0``)
+  and absorbed by the hidden LayerNorm, which is scale invariant up to its epsilon:
+  ``LN_eps(v / sd) = LN_{eps sd^2}(v)`` exactly, so the hidden LayerNorm uses ``eps * sd^2`` per row;
+- the hidden LayerNorm's gain and bias and the two last Linear layers (no nonlinearity between them)
+  fold into one ``[w, m w]`` matrix: ``W_o (W_h LN(a) + b_h) + b_o``; the normalised hidden tensor is never
+  written, its mean and ``1 / sd`` are applied to the ``[N, w]`` output instead.
+
+Per example and step that is ``8 w^2`` multiply-adds instead of the plain network's ``17 w^2`` (``13 w^2``
+with the fused first layer) at hidden 4x, and about three passes over the ``[N, m w]`` hidden tensor
+instead of about eight.  Under ``dtype=torch.bfloat16`` the matmuls run in bf16 with float32 LayerNorm
+statistics and a float32 output, like autocast does.  It is the same function as :meth:`Denoiser.forward`
+(tested to 1e-4 against the plain network and against a float64 evaluation).
 """
 
 from __future__ import annotations
@@ -154,3 +175,89 @@ class Denoiser(nn.Module):
         coef = torch.cat([inv_sd, -mean * inv_sd], dim=-1)  # [N, 2]
         h = h.addmm_(coef.to(h.dtype), rows.to(h.dtype))
         return h.reshape(*lead, -1)
+
+    @torch.no_grad()
+    def conditioned(self, cond: Tensor, dtype: torch.dtype = torch.float32) -> ConditionedDenoiser:
+        """``eps_theta(., ., cond)`` for a fixed ``cond``, with the condition's work done once.
+
+        Args:
+            cond: ``[..., w]`` the conditions of a whole reverse chain.
+            dtype: matmul precision, ``torch.float32`` or ``torch.bfloat16`` (statistics stay float32).
+
+        Returns:
+            a callable ``(x [..., w], temb [w]) -> eps [..., w]`` (float32), without gradients.
+        """
+        return ConditionedDenoiser(self, cond, dtype)
+
+
+class ConditionedDenoiser:
+    """A :class:`Denoiser` with its condition fixed (the module docstring derives each step).
+
+    Notation: ``W' = W_in diag(g_in)`` split by parts into ``W'_x, W'_e, W'_c``; ``sd`` and ``mu`` the
+    first LayerNorm's per-row statistics of ``[x, e, c]``; ``A = W_o W_h diag(g_h)`` the folded output
+    matrix.  Per step:
+
+        pre = W'_x x + P_c + W'_e e - mu W' 1 + sd (W_in b_in + b)     (= sd * first-layer output)
+        a   = relu(pre)
+        eps = (A a - mean(a) A 1) / sqrt(var(a) + eps_h sd^2) + (W_o (W_h b_h + b_h') + b_o)
+    """
+
+    def __init__(self, net: Denoiser, cond: Tensor, dtype: torch.dtype = torch.float32) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
+        w = net.width
+        if cond.dim() == 0 or cond.shape[-1] != w:
+            raise ValueError(f"expected conditions [..., {w}], got {tuple(cond.shape)}")
+        self.width, self.dtype, self.shape = w, dtype, cond.shape
+        self.eps_in, self.eps_hidden = net.norm_in.eps, net.norm_hidden.eps
+        c = cond.reshape(-1, w).float()
+        # First layer with the input LayerNorm's gain folded in, split by parts.
+        weight = net.lin_in.weight.float() * net.norm_in.weight.float()  # [m w, 3w]
+        self.w_e = weight[:, w : 2 * w]
+        self.w_x_t = weight[:, :w].t().contiguous().to(dtype)  # [w, m w]
+        self.ones_row = weight.sum(dim=1)  # W' 1, [m w]
+        self.bias_in = net.lin_in.weight.float() @ net.norm_in.bias.float() + net.lin_in.bias.float()
+        self.p_c = (c.to(dtype) @ weight[:, 2 * w :].t().to(dtype)).contiguous()  # [N, m w]
+        self.sum_c, self.sq_c = c.sum(dim=-1), c.square().sum(dim=-1)  # [N]
+        # Hidden LayerNorm and the last two Linear layers folded into one matrix.
+        lin_h, lin_o, norm_h = net.lin_hidden, net.lin_out, net.norm_hidden
+        out_w = lin_o.weight.float() @ lin_h.weight.float()  # [w, m w]
+        folded = out_w * norm_h.weight.float()
+        self.a_t = folded.t().contiguous().to(dtype)  # [m w, w]
+        bias_out = out_w @ norm_h.bias.float() + lin_o.weight.float() @ lin_h.bias.float() + lin_o.bias.float()
+        self.out_rows = torch.stack([folded.sum(dim=1), bias_out])  # [A 1, output bias], [2, w]
+        self.hidden = weight.shape[0]
+
+    def __call__(self, x: Tensor, temb: Tensor) -> Tensor:
+        """``eps_theta(x, t, c)`` for the step whose embedding row is ``temb`` ([w]); float32 ``[..., w]``."""
+        if x.shape != self.shape or temb.shape != (self.width,):
+            raise ValueError(f"expected x {tuple(self.shape)} and temb ({self.width},), got {tuple(x.shape)}, "
+                             f"{tuple(temb.shape)}")
+        w = self.width
+        xf = x.reshape(-1, w).float()
+        e = temb.float()
+        # (1) LayerNorm statistics of [x, e, c] from per-part sums.
+        n3 = 3 * w
+        mean = (xf.sum(dim=-1) + self.sum_c + e.sum()) / n3  # [N]
+        sq_x = torch.linalg.vector_norm(xf, dim=-1).square()
+        var = (sq_x + self.sq_c + e.square().sum()) / n3 - mean.square()
+        sd = torch.sqrt(var.clamp_min(0.0) + self.eps_in)
+        # (2) sd * first-layer output: one w-deep matmul onto P_c, plus a rank-3 update
+        #     [1, -mu, sd] x [W'_e e, W' 1, bias].
+        rows = torch.stack([self.w_e @ e, self.ones_row, self.bias_in]).to(self.dtype)  # [3, m w]
+        coef = torch.stack([torch.ones_like(mean), -mean, sd], dim=-1).to(self.dtype)  # [N, 3]
+        pre = torch.addmm(self.p_c, xf.to(self.dtype), self.w_x_t)
+        pre.addmm_(coef, rows)
+        # (3) ReLU, then the hidden LayerNorm's statistics from sums (torch.var_mean's Welford pass is
+        #     ~20x slower here), with eps scaled by sd^2.
+        a = pre.relu_()
+        # Reductions of a bf16 tensor accumulate in float32 inside torch and round only the [N] result;
+        # asking for a float32 result (dtype=) would first copy the whole tensor to float32.
+        mean_a = a.sum(dim=-1).float() / self.hidden
+        sq_a = torch.linalg.vector_norm(a, dim=-1).float().square() / self.hidden
+        inv = torch.rsqrt((sq_a - mean_a.square()).clamp_min(0.0) + self.eps_hidden * sd.square())
+        # (4) The folded output layer on the un-normalised activations; normalise the [N, w] result.
+        #     eps = (A a) inv - (mean_a inv) A 1 + bias: a scaling and a rank-2 update of [N, w].
+        out = (a @ self.a_t).float().mul_(inv[:, None])
+        out.addmm_(torch.stack([-mean_a * inv, torch.ones_like(inv)], dim=-1), self.out_rows)
+        return out.reshape(self.shape)

@@ -68,6 +68,9 @@ class DiffHEG(nn.Module):
         self.precision: Precision = precision
         self.schedule = NoiseSchedule(steps, schedule, beta_start, beta_end)
         self.denoiser = Denoiser(width, hidden_mult)
+        #: sample() through Denoiser.conditioned (same function, about half the work per step); False
+        #: runs the plain network at every step (kept for tests and comparisons).
+        self.conditioned_sampling = True
 
     @classmethod
     def from_config(cls, width: int, cfg: DHNSConfig) -> DiffHEG:
@@ -159,7 +162,8 @@ class DiffHEG(nn.Module):
         """Run the reverse chain from ``x_T ~ N(0, I)`` and return the states at the kept steps.
 
         One denoiser call per step covers every leading dimension of ``cond``; each step's time
-        embedding is computed once (one row) and broadcast over them.  Steps follow
+        embedding is computed once (one row) and broadcast over them, and the condition's share of the
+        network is computed once per chain (:meth:`Denoiser.conditioned`).  Steps follow
         :meth:`NoiseSchedule.reverse_timesteps` (``step`` for unit strides, ``step_to`` otherwise) and
         stop at the lowest kept step: with levels ``[5, 6, 12, 25]`` the last 5 steps are not run.
 
@@ -193,16 +197,30 @@ class DiffHEG(nn.Module):
         cond = cond.to(torch.float32)
         # One embedding row per step, all in one small call (in float32); row i is broadcast at step i.
         tembs = self.denoiser.time_embedding(torch.tensor(timesteps[:-1], device=cond.device))
+        eps_fn = self._eps_fn(cond)
         for i, (t, s) in enumerate(itertools.pairwise(timesteps)):
-            with self._autocast(cond.device):
-                eps_pred = self.denoiser(x, tembs[i], cond)
+            eps_pred = eps_fn(x, tembs[i])
             z = draw(s) if s > 0 else None
-            x = self.schedule.step_to(eps_pred.float(), t, s, x, z)
+            x = self.schedule.step_to(eps_pred, t, s, x, z)
             if s in wanted:
                 states[s] = x
         return [states[k] for k in kept]
 
     # ------------------------------------------------------------------ helpers
+
+    def _eps_fn(self, cond: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(x, temb) -> eps_theta(x, t, cond)`` for one chain: the conditioned fast path
+        (:meth:`Denoiser.conditioned`, the condition's work done once) when :attr:`conditioned_sampling`
+        is set and the denoiser offers it, else the plain network under this generator's precision."""
+        conditioned = getattr(self.denoiser, "conditioned", None)
+        if self.conditioned_sampling and conditioned is not None:
+            return conditioned(cond, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+
+        def plain(x: Tensor, temb: Tensor) -> Tensor:
+            with self._autocast(cond.device):
+                return self.denoiser(x, temb, cond).float()
+
+        return plain
 
     def _check_width(self, x: Tensor, cond: Tensor | None = None) -> None:
         """Raise unless ``x`` is ``[..., w]`` and ``cond`` (if given) has its shape."""
