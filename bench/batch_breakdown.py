@@ -99,10 +99,10 @@ def main() -> None:
 
     kept = ", ".join(str(k) for k in dhns.kept)
     lines = [
-        f"{args.data.name}, DistMult, dim {args.dim}, batch {cfg.train.batch_size}, {cfg.negatives.num} negatives, "
+        (f"{args.data.name}, DistMult, dim {args.dim}, batch {cfg.train.batch_size}, {cfg.negatives.num} negatives, "
         f"T {cfg.dhns.steps} ({cfg.dhns.sampler} chain, generated levels at steps {kept}), "
         f"{len(dhns.modalities)} semantic spaces x 2 directions, precision {cfg.dhns.precision}; textual features "
-        f"from names, visual marked missing. Median of {args.repeats} after a warm-up, one batch.",
+        f"from names, visual marked missing. Median of {args.repeats} after a warm-up, one batch."),
         "",
         "| phase | ms per batch | share |",
         "| --- | ---: | ---: |",

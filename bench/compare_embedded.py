@@ -64,9 +64,9 @@ def main() -> None:
         "",
         f"- machine: {machine_info()}",
         f"- command: `{command_line()}`",
-        f"- {args.seeds} seed(s) per row (mean ± std), the presets' budget (30 epochs, dim 64, batch 1024,"
+        (f"- {args.seeds} seed(s) per row (mean ± std), the presets' budget (30 epochs, dim 64, batch 1024,"
         " 32 negatives), validation every 5 epochs, the best validation checkpoint tested; filtered ranks,"
-        " realistic tie handling. Features: the synthetic graph's own visual and textual tables.",
+        " realistic tie handling. Features: the synthetic graph's own visual and textual tables."),
         "",
         "| scorer | negatives, entity representation | run | valid MRR | test MRR | test H@1 | test H@10 | s / epoch |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",

@@ -78,8 +78,8 @@ def main() -> None:
         print(f"{name:8s} {epoch_s:8.2f} s/epoch  {epoch_s / n_batches:7.3f} s/batch ({n_batches} batches)")
 
     lines = [
-        f"{args.data.name}, DistMult, dim {args.dim}, batch 2000, 64 negatives, T 50, {features}, visual marked "
-        f"missing, device {args.device}, last of {args.epochs} epoch(s), evaluation excluded.",
+        (f"{args.data.name}, DistMult, dim {args.dim}, batch 2000, 64 negatives, T 50, {features}, visual marked "
+        f"missing, device {args.device}, last of {args.epochs} epoch(s), evaluation excluded."),
         "",
         "| variant | s / epoch | s / batch | extra settings |",
         "| --- | ---: | ---: | --- |",

@@ -104,14 +104,14 @@ def main() -> None:
         )
 
     lines = [
-        f"Space `{args.space.relative_to(REPO) if args.space.is_relative_to(REPO) else args.space}`, "
+        (f"Space `{args.space.relative_to(REPO) if args.space.is_relative_to(REPO) else args.space}`, "
         f"{args.n_trials} trials, TPE seed {args.seed}; target = the unpruned study's best validation MRR "
         f"({target:.4f}) minus {args.tolerance}. Epochs: training epochs spent, pruned trials counting the "
         "epochs they ran. Overhead: trial wall time minus trainer time, completed trials (Optuna sampling, "
-        "SQLite storage, MLflow child run, params, metrics and config artifact).",
+        "SQLite storage, MLflow child run, params, metrics and config artifact)."),
         "",
-        "| pruner | best valid MRR | epochs to reach target | epochs, whole study | complete / pruned / failed "
-        "| overhead per trial, mean (median) | study wall time |",
+        ("| pruner | best valid MRR | epochs to reach target | epochs, whole study | complete / pruned / failed "
+        "| overhead per trial, mean (median) | study wall time |"),
         "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for pruner, f, wall in rows:

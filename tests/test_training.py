@@ -147,3 +147,32 @@ def test_separate_head_and_tail_chains(scorer, synth_dataset):
     gen = dhns.generate(model, triples, torch.Generator().manual_seed(0))
     for level in gen.levels:  # two chains with their own conditions give different states
         assert not torch.allclose(level[TAIL], level[HEAD])
+
+
+def test_fractions_and_refresh_set_the_rows_and_calls_per_batch(synth_dataset, monkeypatch):
+    """dhns.generator_fraction sets the rows the diffusion loss trains on, dhns.batch_fraction the rows
+    given generated negatives, dhns.refresh_every how often they are regenerated."""
+    from dhns_search.training.dhns import DHNS
+
+    seen = {"loss": [], "generate": [], "ha": []}
+    loss, generate, ha = DHNS.diffusion_loss, DHNS.generate, DHNS.hardness_loss
+
+    def spy(name, fn):
+        def wrapped(self, model, triples_or_gen, *rest):
+            rows = triples_or_gen.shape[0] if name != "ha" else triples_or_gen.triples.shape[0]
+            seen[name].append(rows)
+            return fn(self, model, triples_or_gen, *rest)
+
+        return wrapped
+
+    monkeypatch.setattr(DHNS, "diffusion_loss", spy("loss", loss))
+    monkeypatch.setattr(DHNS, "generate", spy("generate", generate))
+    monkeypatch.setattr(DHNS, "hardness_loss", spy("ha", ha))
+    n = synth_dataset.train.shape[0]
+    cfg = _cfg("train.epochs=1", "train.batch_size=1000", "dhns.generator_fraction=0.1",
+               "dhns.batch_fraction=0.3", "dhns.refresh_every=2")
+    train(cfg, dataset=synth_dataset)
+    sizes = [min(1000, n - i) for i in range(0, n, 1000)]
+    assert seen["loss"] == [math.ceil(0.1 * s) for s in sizes]
+    assert seen["generate"] == [math.ceil(0.3 * s) for s in sizes[::2]]  # batches 0, 2, 4, ...
+    assert len(seen["ha"]) == len(sizes)  # the cached negatives are used at every batch

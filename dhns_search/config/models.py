@@ -149,6 +149,9 @@ class DHNSConfig(StrictModel):
     detach_inputs: bool = Field(True, description="false = released behaviour (diffusion loss trains the KGC model)")
     diffusion_loss: Literal["mse", "l1"] = "mse"
     batch_fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of each batch given generated negatives")
+    generator_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="fraction of each batch the generator's diffusion loss is trained on"
+    )
     refresh_every: int = Field(1, ge=1, description="regenerate negatives every k batches")
     precision: Literal["fp32", "bf16"] = "fp32"
 

@@ -190,3 +190,7 @@ class DHNS(nn.Module):
     def rows_for(self, batch_size: int) -> int:
         """How many rows of a batch get generated negatives (``dhns.batch_fraction``)."""
         return max(1, math.ceil(self.cfg.batch_fraction * batch_size))
+
+    def generator_rows_for(self, batch_size: int) -> int:
+        """How many rows of a batch the generator is trained on (``dhns.generator_fraction``)."""
+        return max(1, math.ceil(self.cfg.generator_fraction * batch_size))

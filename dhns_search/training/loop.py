@@ -188,10 +188,12 @@ def _train(cfg: RunConfig, *, dataset, callbacks: Sequence[Callback], run_dir: s
                     # 2. generator update(s).  With dhns.detach_inputs false the diffusion loss also
                     #    leaves gradients on the KGC model (the released behaviour); they are kept for
                     #    the KGC step below because the model's gradients are not zeroed again.
+                    #    The batch is shuffled, so its first rows are a random subset (dhns.generator_fraction).
+                    gen_rows = batch[: dhns.generator_rows_for(batch.shape[0])]
                     for _ in range(cfg.dhns.generator_steps):
                         gen_optimizer.zero_grad(set_to_none=True)
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                            dloss = dhns.diffusion_loss(model, batch, noise_rng)
+                            dloss = dhns.diffusion_loss(model, gen_rows, noise_rng)
                         _check_finite(dloss, "the diffusion loss", epoch, b)
                         dloss.backward()
                         gen_optimizer.step()
