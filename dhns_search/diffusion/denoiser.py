@@ -227,6 +227,9 @@ class ConditionedDenoiser:
         bias_out = out_w @ norm_h.bias.float() + lin_o.weight.float() @ lin_h.bias.float() + lin_o.bias.float()
         self.out_rows = torch.stack([folded.sum(dim=1), bias_out])  # [A 1, output bias], [2, w]
         self.hidden = weight.shape[0]
+        # The [N, m w] hidden tensor is written into one buffer for the whole chain: a fresh tensor of
+        # this size per step is a fresh mmap (above glibc's 32 MB threshold) and page faults every step.
+        self._pre = torch.empty_like(self.p_c)
 
     def __call__(self, x: Tensor, temb: Tensor) -> Tensor:
         """``eps_theta(x, t, c)`` for the step whose embedding row is ``temb`` ([w]); float32 ``[..., w]``."""
@@ -246,7 +249,7 @@ class ConditionedDenoiser:
         #     [1, -mu, sd] x [W'_e e, W' 1, bias].
         rows = torch.stack([self.w_e @ e, self.ones_row, self.bias_in]).to(self.dtype)  # [3, m w]
         coef = torch.stack([torch.ones_like(mean), -mean, sd], dim=-1).to(self.dtype)  # [N, 3]
-        pre = torch.addmm(self.p_c, xf.to(self.dtype), self.w_x_t)
+        pre = torch.addmm(self.p_c, xf.to(self.dtype), self.w_x_t, out=self._pre)
         pre.addmm_(coef, rows)
         # (3) ReLU, then the hidden LayerNorm's statistics from sums (torch.var_mean's Welford pass is
         #     ~20x slower here), with eps scaled by sd^2.

@@ -191,7 +191,7 @@ class DiffHEG(nn.Module):
         wanted = set(kept)
         states: dict[int, Tensor] = {}
 
-        x = draw(self.steps).to(torch.float32)
+        x = draw(self.steps).to(torch.float32, copy=True)  # a draw may be a reused buffer
         if self.steps in wanted:
             states[self.steps] = x
         cond = cond.to(torch.float32)
@@ -236,11 +236,16 @@ class DiffHEG(nn.Module):
 
     @staticmethod
     def _normal_draws(like: Tensor, generator: torch.Generator | None) -> NoiseFn:
-        """The default noise source: a fresh ``N(0, I)`` tensor shaped like ``like`` per call."""
+        """The default noise source: a ``N(0, I)`` tensor shaped like ``like`` per call.
+
+        Every call refills one buffer in place (the same numbers as ``torch.randn`` with the same
+        generator; no allocation and page faults per step), so a draw is only valid until the next call.
+        """
         _check_generator(generator, like.device)
+        buffer = torch.empty(like.shape, device=like.device, dtype=torch.float32)
 
         def draw(_t: int) -> Tensor:
-            return torch.randn(like.shape, generator=generator, device=like.device, dtype=torch.float32)
+            return buffer.normal_(generator=generator)
 
         return draw
 
