@@ -139,8 +139,15 @@ def main() -> None:
         text = f"{statistics.fmean(vals):.4f}"
         return text + (f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "")
 
-    settings_text = {n: ", ".join(o for o in table[n] if o.startswith("dhns.") and o != "dhns.enabled=true") or "-"
-                     for n in names}
+    def effective(overrides: list[str]) -> str:
+        last = {}
+        for o in overrides:
+            if o.startswith("dhns.") and o != "dhns.enabled=true":
+                key, _, value = o.partition("=")
+                last[key] = value
+        return ", ".join(f"{k}={v}" for k, v in last.items()) or "-"
+
+    settings_text = {n: effective(table[n]) for n in names}
     lines = [
         f"## DHNS settings at the same epochs, {where} (bench/dhns_settings.py)",
         "",

@@ -46,7 +46,7 @@ def test_consistency_rules():
     with pytest.raises(ConfigError, match="beta_end"):
         validate_config({"dhns": {"beta_start": 0.02, "beta_end": 0.01}})
     with pytest.raises(ConfigError, match="sampler_steps"):
-        validate_config({"dhns": {"sampler": "strided"}})
+        validate_config({"dhns": {"sampler": "strided", "sampler_steps": None}})
 
 
 def test_dotted_overrides():
@@ -88,3 +88,15 @@ def test_every_preset_validates():
     assert (paper.model.dim, paper.negatives.num, paper.train.batch_size, paper.dhns.steps) == (1024, 64, 2000, 50)
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config(preset="nope")
+
+
+def test_shipped_dhns_defaults_are_cheap_and_the_paper_preset_is_faithful():
+    from dhns_search.config import load_config
+    from dhns_search.config.models import DHNSConfig
+
+    d = DHNSConfig()
+    assert (d.sampler, d.sampler_steps, d.hidden_mult) == ("strided", 10, 2)
+    assert (d.batch_fraction, d.generator_fraction, d.refresh_every, d.precision) == (0.25, 0.25, 1, "fp32")
+    paper = load_config(preset="paper-distmult-mkgy").dhns
+    assert (paper.sampler, paper.hidden_mult, paper.batch_fraction, paper.generator_fraction) == ("ancestral", 4, 1.0, 1.0)
+    assert paper.refresh_every == 1 and paper.steps == 50
