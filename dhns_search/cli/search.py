@@ -40,9 +40,25 @@ def run_command(
         "--n-trials", "-n", help="Trials to run now (default 12 when --timeout is not given either).")] = None,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Stop starting trials after SECONDS.")] = None,
-    sampler: Annotated[str, typer.Option("--sampler", help="tpe, random, cmaes, gp or qmc.")] = "tpe",
-    pruner: Annotated[str, typer.Option(
-        "--pruner", help="median, hyperband, successive-halving, percentile or none.")] = "median",
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="tpe, random, cmaes, gp, qmc or nsga2 (several objectives: all but cmaes).")] = "tpe",
+    pruner: Annotated[str | None, typer.Option(
+        "--pruner", help="median, hyperband, successive-halving, percentile or none (default median; "
+        "a multi-objective study runs without pruning).", show_default=False)] = None,
+    objective: Annotated[str | None, typer.Option(
+        "--objective", help="What to optimise, a comma list: accuracy (mrr, mr, hits@1, hits@3, hits@10, or a "
+        "full metric name; maximised, mr minimised) and cost (epoch_seconds, train_seconds, peak_memory_mb; "
+        "minimised), e.g. mrr,epoch_seconds. Default: the space's train.metric. Fixed when the study is "
+        "created.", show_default=False)] = None,
+    max_epoch_seconds: Annotated[float | None, typer.Option(
+        "--max-epoch-seconds", help="Cap: trials whose mean epoch takes longer are infeasible.",
+        show_default=False)] = None,
+    max_train_seconds: Annotated[float | None, typer.Option(
+        "--max-train-seconds", help="Cap on a trial's training wall time (evaluations included).",
+        show_default=False)] = None,
+    max_memory_mb: Annotated[float | None, typer.Option(
+        "--max-memory-mb", help="Cap on a trial's peak memory in MiB (CUDA allocator peak on a GPU, process "
+        "RSS on CPU).", show_default=False)] = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db; e.g. "
         "postgresql+psycopg://USER@HOST:5432/DB).")] = None,
@@ -64,20 +80,36 @@ def run_command(
 
     options = RunOptions(space=space, study=study, n_trials=n_trials, timeout=timeout, sampler=sampler,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, seed=seed, device=device,
-                         enqueue=list(enqueue or []), overrides=list(overrides or []), live=live)
+                         enqueue=list(enqueue or []), overrides=list(overrides or []), live=live,
+                         objectives=objective, max_epoch_seconds=max_epoch_seconds,
+                         max_train_seconds=max_train_seconds, max_memory_mb=max_memory_mb)
     summary = run_study(options, console=console)
     counts = ", ".join(f"{v} {k.lower()}" for k, v in summary.states.items() if v)
     console.print(f"study [bold]{summary.study}[/]: {summary.n_trials} trials ({counts}); "
                   f"this run: {len(summary.new_trials)} in {summary.seconds:.1f}s")
-    if summary.best_trial is not None:
+    if summary.n_infeasible:
+        console.print(f"[magenta]{summary.n_infeasible} completed trials are infeasible[/] (over a cap); they are "
+                      "left out of the best trials and of export picks", highlight=False)
+    extra = f" --storage '{summary.storage}'" if options.storage else ""
+    if len(summary.objectives) > 1:
+        labels = [s.label for s in summary.objectives]
+        if summary.front:
+            console.print(f"Pareto front: {len(summary.front)} trials ({', '.join(labels)})", highlight=False)
+            for number, values in summary.front:
+                mark = "  <- knee" if number == summary.knee_trial else ""
+                console.print(f"  trial {number}: " + ", ".join(f"{lab} {_fmt(v)}" for lab, v in zip(labels, values))
+                              + mark, highlight=False)
+            console.print(f"export it: dhns-search export {summary.study}{extra} --pick knee "
+                          f"(or --pick best-{labels[0]}, --pick fastest-within 0.01)", highlight=False, soft_wrap=True)
+        else:
+            console.print("[yellow]no feasible completed trial yet[/]")
+    elif summary.best_trial is not None:
         params = "  ".join(f"{k}={_fmt(v)}" for k, v in summary.best_params.items())
         console.print(f"best: trial {summary.best_trial}, {summary.metric} {summary.best_value:.4f}  {params}",
                       highlight=False)
-        console.print(f"export it: dhns-search export {summary.study}"
-                      + (f" --storage '{summary.storage}'" if options.storage else ""), highlight=False,
-                      soft_wrap=True)
+        console.print(f"export it: dhns-search export {summary.study}{extra}", highlight=False, soft_wrap=True)
     else:
-        console.print("[yellow]no completed trial yet[/]")
+        console.print("[yellow]no " + ("feasible " if summary.n_infeasible else "") + "completed trial yet[/]")
     console.print(f"storage: {summary.storage}", highlight=False, soft_wrap=True)
     if "artifacts" in summary.plots_skipped:
         console.print(f"[yellow]warning:[/] the study's MLflow artifacts were not all logged: "
@@ -95,11 +127,16 @@ def status_command(
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Optuna storage URL (default: every studies/*.db).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Trials shown in the leaderboard.")] = 10,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also write a PNG: the Pareto front of a multi-objective study (knee starred, infeasible "
+        "trials crossed), the optimisation history of a single-objective one.", show_default=False)] = None,
 ) -> None:
-    """List studies, or show one study's leaderboard."""
+    """List studies, or show one study's leaderboard (and the Pareto front of a multi-objective study)."""
     from dhns_search.search.study import list_studies, study_report
 
     if study is None:
+        if plot is not None:
+            raise typer.BadParameter("--plot needs a study name", param_hint="--plot")
         infos = list_studies(storage)
         if not infos:
             console.print("no studies found" + (f" in {storage}" if storage else " in studies/*.db"))
@@ -113,6 +150,9 @@ def status_command(
         for s in infos:
             states = ", ".join(f"{v} {k.lower()}" for k, v in s.states.items() if v) or "-"
             best = "-" if s.best_value is None else f"{s.best_value:.4f} (#{s.best_trial})"
+            if s.front_size is not None:
+                best = (f"{len(s.objectives)} objectives: front {s.front_size}"
+                        + (f", knee #{s.knee_trial}" if s.knee_trial is not None else ""))
             table.add_row(s.name, str(s.n_trials), states, best, s.storage)
         console.print(table)
         return
@@ -121,26 +161,87 @@ def status_command(
     counts = ", ".join(f"{v} {k.lower()}" for k, v in report.states.items() if v) or "no trials"
     console.print(f"study [bold]{report.name}[/] ({report.storage}): {counts}", highlight=False)
     console.print(f"space {report.space}, seed {report.seed}, metric {report.metric}", highlight=False)
-    if report.rows:
+    if report.multi:
+        console.print("objectives: " + ", ".join(f"{o.label} ({o.arrow})" for o in report.objectives)
+                      + "; no pruning (multi-objective)", highlight=False)
+    if report.caps:
+        caps = ", ".join(f"{k} <= {v:g}" for k, v in report.caps.items())
+        console.print(f"caps: {caps}; {report.n_feasible} feasible, {report.n_infeasible} infeasible completed "
+                      "trials", highlight=False)
+    if report.multi:
+        _print_front(report)
+    elif report.rows:
         from dhns_search.search.study import short_names
 
         names: list[str] = []
         for r in report.rows:
             names += [k for k in r.params if k not in names]
         short = short_names(names)
-        table = Table(title=f"best {len(report.rows)} trials by validation {report.metric}", title_justify="left")
+        title = f"best {len(report.rows)} trials by validation {report.metric}" + (" (feasible)" if report.caps else "")
+        table = Table(title=title, title_justify="left")
         for col in ("rank", "trial", "value", "epoch", "seconds"):
             table.add_column(col, justify="right", no_wrap=True)
-        table.add_column("parameters", ratio=1)
+        headers = {"epoch_seconds": "epoch s", "peak_memory_mb": "peak MiB"}
+        measured = [m for m in headers if any(m in r.measures for r in report.rows)]
+        for m in measured:
+            table.add_column(headers[m], justify="right", no_wrap=True)
+        table.add_column("parameters", ratio=1, min_width=24)
         for r in report.rows:
             params = "  ".join(f"{short[k]}={_fmt(v)}" for k, v in r.params.items())
             table.add_row(str(r.rank), str(r.number), f"{r.value:.4f}", str(r.best_epoch),
-                          "-" if r.seconds is None else f"{r.seconds:.1f}", params)
+                          "-" if r.seconds is None else f"{r.seconds:.1f}",
+                          *(f"{r.measures[m]:.4g}" if m in r.measures else "-" for m in measured), params)
         console.print(table)
     else:
-        console.print("[yellow]no completed trial yet[/]")
+        console.print("[yellow]no " + ("feasible " if report.n_infeasible else "") + "completed trial yet[/]")
+    for number, value, why in report.infeasible:
+        console.print(f"[magenta]infeasible[/] trial {number}: {report.metric} {value:.4f}; {why} "
+                      "(excluded from the best trials and from export)", highlight=False)
+    if report.n_infeasible > len(report.infeasible):
+        console.print(f"... and {report.n_infeasible - len(report.infeasible)} more infeasible trials",
+                      highlight=False)
     for number, reason in report.failures:
         console.print(f"[red]failed[/] trial {number}: {reason}", highlight=False)
+    if plot is not None:
+        from dhns_search.search.plots import write_study_plot
+        from dhns_search.search.study import open_study
+
+        written = write_study_plot(open_study(study, storage)[0], plot)
+        console.print(f"plot: {written}", highlight=False)
+
+
+def _print_front(report) -> None:
+    """The Pareto front of a multi-objective study as a table (knee and best-<objective> marked)."""
+    from dhns_search.search.study import short_names
+
+    if not report.front:
+        console.print("[yellow]no feasible completed trial yet: the Pareto front is empty[/]")
+        return
+    names: list[str] = []
+    for r in report.front:
+        names += [k for k in r.params if k not in names]
+    short = short_names(names)
+    table = Table(title=f"Pareto front: {len(report.front)} of {report.n_feasible} feasible completed trials",
+                  title_justify="left")
+    table.add_column("trial", justify="right", no_wrap=True)
+    for o in report.objectives:
+        table.add_column(f"{o.label} ({o.arrow})", justify="right", overflow="fold")
+    headers = {"epoch_seconds": "epoch s", "peak_memory_mb": "peak MiB"}
+    measured = [m for m in headers
+                if m not in {o.name for o in report.objectives} and any(m in r.measures for r in report.front)]
+    for m in measured:
+        table.add_column(headers[m], justify="right", no_wrap=True)
+    table.add_column("pick", overflow="fold")
+    table.add_column("parameters", ratio=1, min_width=24)
+    for r in report.front:
+        cells = [str(r.number), *(f"{r.values[o.name]:.4g}" for o in report.objectives),
+                 *(f"{r.measures[m]:.4g}" if m in r.measures else "-" for m in measured)]
+        pick = Text(", ".join(r.picks), style="bold" if "knee" in r.picks else "")
+        params = "  ".join(f"{short[k]}={_fmt(v)}" for k, v in r.params.items())
+        table.add_row(*cells, pick, params)
+    console.print(table)
+    console.print("export one: dhns-search export " + report.name + " --pick knee | best-"
+                  + report.objectives[0].label + " | fastest-within D", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------- export
@@ -148,7 +249,16 @@ def status_command(
 @cli_errors
 def export_command(
     study: Annotated[str, typer.Argument(help="Study name.", show_default=False)],
-    top: Annotated[int, typer.Option("--top", help="Export the K best trials.")] = 1,
+    within: Annotated[str | None, typer.Argument(
+        help="The D of --pick fastest-within D.", show_default=False, metavar="D")] = None,
+    top: Annotated[int | None, typer.Option(
+        "--top", help="Export the K best feasible trials by the primary objective (default 1).",
+        show_default=False)] = None,
+    pick: Annotated[str | None, typer.Option(
+        "--pick", help="Choose one trial from the Pareto front: knee, best-<objective> (e.g. best-mrr, "
+        "best-epoch_seconds), or fastest-within D (the cheapest trial whose accuracy is within D of the best, "
+        "e.g. --pick fastest-within 0.01). Default for a multi-objective study: knee.",
+        show_default=False)] = None,
     out: Annotated[str | None, typer.Option(
         "--out", "-o", help="Output file, or a folder (an existing one, or a path ending in /) to write "
         "<study>-trial<N>.yaml into (default exports/); a file with --top K gets the rank added before "
@@ -156,12 +266,21 @@ def export_command(
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
 ) -> None:
     """Write standalone training configs of the best trials (replay with dhns-search train --config)."""
+    from dhns_search.errors import ConfigError
     from dhns_search.search.export import export_best
 
-    for path, cfg in export_best(study, storage=storage, top=top, out=out):
+    if within is not None:
+        if pick is None or pick.strip().lower() != "fastest-within":
+            raise ConfigError(f"unexpected argument {within!r}: only --pick fastest-within takes a value "
+                              "(e.g. --pick fastest-within 0.01)")
+        pick = f"{pick} {within}"
+    for path, cfg in export_best(study, storage=storage, top=top, out=out, pick=pick):
         p = cfg.provenance or {}
-        console.print(f"trial {p.get('trial')}: {p.get('valid_metric')} {p.get('valid_value'):.4f}, "
+        chosen = f" (--pick {p['pick']})" if p.get("pick") else ""
+        console.print(f"trial {p.get('trial')}{chosen}: {p.get('valid_metric')} {p.get('valid_value'):.4f}, "
                       f"{cfg.train.epochs} epochs, seed {cfg.seed} -> {path}", highlight=False)
+        if p.get("objectives"):
+            console.print(f"  objectives: {p['objectives']}", highlight=False, soft_wrap=True)
     console.print("replay: dhns-search train --config FILE", highlight=False)
 
 

@@ -3,13 +3,20 @@
 A trial's configuration is ``base + --set overrides + fixed + sampled``, plus the trial's own seed
 (derived from the study seed and the trial number, see :func:`trial_seed`), the device, and
 ``train.test: false`` (the test split is never used during a search).  The trial's value is the best
-validation ``cfg.train.metric``.
+validation ``cfg.train.metric``; with several objectives (``run --objective mrr,epoch_seconds``) it is
+one value per objective, in their order (see :mod:`dhns_search.search.objectives`).
+
+Every trial that trained is measured: ``epoch_seconds`` (mean over the epochs run, evaluation
+excluded), ``train_seconds`` and ``peak_memory_mb`` (:class:`~dhns_search.search.resources.PeakMemory`)
+become user attributes and metrics of the MLflow child run (``mean_epoch_seconds``, ``train_seconds``,
+``peak_memory_mb``).  With caps, ``measured - cap`` is set as an Optuna constraint
+(``trial.set_constraint``) on completed and pruned trials.
 
 Outcomes:
 
 - complete: value returned; user attrs ``best_epoch``, ``seed``, ``train_seconds``, ``trial_seconds``,
-  ``mlflow_run_id``, ``params`` (decoded), ``config`` (the resolved configuration), ``best_valid``,
-  ``dataset_fingerprint``;
+  ``epoch_seconds``, ``peak_memory_mb`` (and ``peak_memory_kind``), ``mlflow_run_id``, ``params``
+  (decoded), ``config`` (the resolved configuration), ``best_valid``, ``dataset_fingerprint``;
 - pruned: :class:`~dhns_search.training.StopTraining` from :class:`TrialCallback` becomes
   :class:`optuna.TrialPruned`; user attr ``pruned_at``;
 - failed: a :class:`~dhns_search.errors.DhnsError` (bad combination, NaN loss ...) or a ``RuntimeError``
@@ -21,10 +28,11 @@ The MLflow child run is ended in every case (``finally``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -33,6 +41,8 @@ from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import DhnsError
 from dhns_search.search.mlflow_bridge import MlflowBridge, TrialRun
+from dhns_search.search.objectives import ObjectiveSpec, constraint_values, primary_index
+from dhns_search.search.resources import PeakMemory
 from dhns_search.search.space import SearchSpace, flatten_config, format_value, suggest
 
 __all__ = ["FAILURES", "Objective", "TrialCallback", "TrialFailed", "trial_seed"]
@@ -70,18 +80,31 @@ class TrialCallback:
 
     ``on_evaluation`` reports the validation metric with ``step = epoch`` and raises ``StopTraining``
     when the pruner says so; ``on_epoch_end`` logs the epoch statistics (``train_loss``,
-    ``diffusion_loss``, ``epoch_seconds`` ...).  Validation metrics are logged as ``valid_<name>``.
+    ``diffusion_loss``, ``epoch_seconds`` ...) and keeps the epoch times.  Validation metrics are logged
+    as ``valid_<name>``.  ``report=False`` (multi-objective studies, where Optuna has no pruning)
+    neither reports nor prunes.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str, run: TrialRun | None = None) -> None:
+    def __init__(self, trial: optuna.Trial, metric: str, run: TrialRun | None = None, *,
+                 report: bool = True) -> None:
         self.trial = trial
         self.metric = metric
         self.run = run
+        self.report = report
         self.last_epoch = 0
         self.best: float | None = None
+        self.epoch_seconds: list[float] = []
+
+    @property
+    def mean_epoch_seconds(self) -> float | None:
+        """Mean seconds of the training epochs run so far (None before the first)."""
+        return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None
 
     def on_epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
         self.last_epoch = epoch
+        secs = stats.get("epoch_seconds")
+        if isinstance(secs, (int, float)) and math.isfinite(secs):
+            self.epoch_seconds.append(float(secs))
         if self.run is not None:
             self.run.log_metrics(stats, step=epoch)
 
@@ -96,6 +119,8 @@ class TrialCallback:
             if "eval_seconds" in last:
                 logged["eval_seconds"] = last["eval_seconds"]
             self.run.log_metrics(logged, step=epoch)
+        if not self.report:
+            return
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             raise _stop_training()(f"pruned at epoch {epoch} ({self.metric} {value:.4f})")
@@ -110,6 +135,8 @@ class Objective:
 
     ``trainer`` defaults to :func:`dhns_search.training.train`; ``dataset`` is a pre-loaded dataset
     shared by all trials (None: each trial loads its own, needed when the space searches ``data.*``).
+    ``objectives`` (default: the single objective ``train.metric``) say what the trial returns;
+    ``caps`` (measurement -> limit) become Optuna constraints.
     """
 
     def __init__(
@@ -122,6 +149,8 @@ class Objective:
         bridge: MlflowBridge | None = None,
         dataset: Any = None,
         trainer: Callable[..., Any] | None = None,
+        objectives: Sequence[ObjectiveSpec] | None = None,
+        caps: Mapping[str, float] | None = None,
     ) -> None:
         self.space = space
         self.study_seed = study_seed
@@ -130,6 +159,8 @@ class Objective:
         self.bridge = bridge
         self.dataset = dataset
         self._trainer = trainer
+        self.objectives = list(objectives or [])
+        self.caps = dict(caps or {})
 
     @property
     def trainer(self) -> Callable[..., Any]:
@@ -150,7 +181,45 @@ class Objective:
         data["train"]["progress"] = False
         return data
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    @staticmethod
+    def _uses_cuda(cfg: RunConfig) -> bool:
+        """Whether the trainer will put this trial on a GPU (device cuda, or auto with one present)."""
+        if cfg.device == "cpu":
+            return False
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    def _values(self, cfg: RunConfig, best_valid: Mapping[str, float], measures: Mapping[str, Any]) -> list[float]:
+        specs = self.objectives or [ObjectiveSpec(cfg.train.metric, "maximize", "accuracy", cfg.train.metric)]
+        values = []
+        for spec in specs:
+            raw = best_valid.get(spec.name) if spec.kind == "accuracy" else measures.get(spec.name)
+            if not isinstance(raw, (int, float)):
+                what = "the evaluator did not report it" if spec.kind == "accuracy" else "it could not be measured"
+                raise TrialFailed(f"objective {spec.name}: {what}")
+            if math.isnan(raw):
+                raise TrialFailed(f"the {'validation ' if spec.kind == 'accuracy' else ''}{spec.name} is nan")
+            values.append(float(raw))
+        return values
+
+    def _record(self, trial: optuna.Trial, measures: dict[str, Any], run: TrialRun | None, step: int,
+                *, constrain: bool) -> None:
+        """Measurements -> user attrs, MLflow metrics and (completed / pruned trials) constraints."""
+        for key in ("epoch_seconds", "train_seconds", "peak_memory_mb"):
+            if measures.get(key) is not None:
+                trial.set_user_attr(key, round(float(measures[key]), 6))
+        if measures.get("peak_memory_kind"):
+            trial.set_user_attr("peak_memory_kind", measures["peak_memory_kind"])
+        if run is not None:
+            names = {"epoch_seconds": "mean_epoch_seconds", "train_seconds": "train_seconds",
+                     "peak_memory_mb": "peak_memory_mb"}
+            run.log_metrics({names[k]: measures[k] for k in names if measures.get(k) is not None}, step=step)
+        if constrain and self.caps:
+            for name, value in constraint_values(measures, self.caps).items():
+                trial.set_constraint(name, value)
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         t0 = time.perf_counter()
         StopTraining = _stop_training()
         seed = trial_seed(self.study_seed, trial.number)
@@ -169,20 +238,27 @@ class Objective:
 
         state, value, reason = "FAIL", None, None
         callback: TrialCallback | None = None
+        measures: dict[str, Any] = {}
         try:
             cfg = validate_config(data, f"{self.space.source}: trial {trial.number} {_short(sampled)}")
             trial.set_user_attr("config", cfg.model_dump(mode="json"))
             if run is not None:
                 run.log_text(dump_yaml(cfg), "config.yaml")
-            callback = TrialCallback(trial, cfg.train.metric, run)
+            callback = TrialCallback(trial, cfg.train.metric, run, report=len(self.objectives) <= 1)
+            memory = PeakMemory(cuda=self._uses_cuda(cfg))
             t_train = time.perf_counter()
-            result = self.trainer(cfg, dataset=self.dataset, callbacks=[callback])
-            value = float(result.best_valid[cfg.train.metric])
-            if math.isnan(value):
-                raise TrialFailed(f"the validation {cfg.train.metric} is nan")
+            try:
+                with memory:
+                    result = self.trainer(cfg, dataset=self.dataset, callbacks=[callback])
+            finally:
+                measures = {"train_seconds": time.perf_counter() - t_train,
+                            "epoch_seconds": callback.mean_epoch_seconds,
+                            "peak_memory_mb": memory.peak_mb, "peak_memory_kind": memory.kind}
+            values = self._values(cfg, result.best_valid, measures)
+            value = values[primary_index(self.objectives)] if self.objectives else values[0]
             trial.set_user_attr("best_epoch", int(result.best_epoch))
             trial.set_user_attr("epochs_run", int(result.epochs_run))
-            trial.set_user_attr("train_seconds", round(time.perf_counter() - t_train, 3))
+            self._record(trial, measures, run, int(result.epochs_run), constrain=True)
             trial.set_user_attr("best_valid", {k: float(v) for k, v in result.best_valid.items()})
             trial.set_user_attr("config", result.config.model_dump(mode="json"))
             fingerprint = getattr(result, "dataset_fingerprint", None)
@@ -194,19 +270,25 @@ class Objective:
                 run.log_text(dump_yaml(result.config), "config.yaml")
                 run.log_metrics({f"best_valid_{k}": v for k, v in result.best_valid.items()}
                                 | {"best_epoch": result.best_epoch}, step=result.best_epoch)
+                if len(values) > 1:
+                    run.set_tags({"dhns.values": ", ".join(
+                        f"{s.name}={v!r}" for s, v in zip(self.objectives, values))})
             state = "COMPLETE"
-            return value
+            return values if len(values) > 1 else values[0]
         except StopTraining as stop:
             state, reason = "PRUNED", str(getattr(stop, "reason", stop))
             trial.set_user_attr("pruned_at", callback.last_epoch if callback else 0)
+            self._record(trial, measures, run, callback.last_epoch if callback else 0, constrain=True)
             raise optuna.TrialPruned(reason) from None
         except TrialFailed as err:
             reason = err.reason
             trial.set_user_attr("fail_reason", reason)
+            self._record_quietly(trial, measures, run, callback)
             raise
         except FAILURES as err:
             reason = f"{type(err).__name__}: {err}"
             trial.set_user_attr("fail_reason", reason)
+            self._record_quietly(trial, measures, run, callback)
             raise TrialFailed(reason) from err
         except BaseException as err:  # a bug or an interrupt: still end the child run, then propagate
             reason = f"{type(err).__name__}: {err}".rstrip(": ")
@@ -218,6 +300,14 @@ class Objective:
             trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
             if run is not None:
                 run.end(state, value=value, reason=reason)
+
+    def _record_quietly(self, trial: optuna.Trial, measures: dict[str, Any], run: TrialRun | None,
+                        callback: TrialCallback | None) -> None:
+        """What a failed trial measured before it failed (no constraints: Optuna ignores failed trials)."""
+        if measures.get("epoch_seconds") is None:
+            return
+        with contextlib.suppress(Exception):  # never hide the trial's own failure
+            self._record(trial, measures, run, callback.last_epoch if callback else 0, constrain=False)
 
 
 def _short(sampled: dict[str, Any]) -> str:

@@ -2,6 +2,11 @@
 
 Each plot is optional: one that cannot be drawn yet (e.g. parameter importances need at least two
 completed trials whose parameters vary) is skipped with the reason, never an error.
+
+In a multi-objective study the history, importance and parallel-coordinate plots show the primary
+objective (the first accuracy objective), and :func:`write_pareto_plot` draws the trade-off: every
+completed trial by its first cost objective (or second objective) and its primary objective, the
+Pareto front joined by a line, the knee starred, infeasible trials as red crosses.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["PLOTS", "PlotResult", "write_plots"]
+__all__ = ["PLOTS", "PlotResult", "write_pareto_plot", "write_plots", "write_study_plot"]
 
 #: file stem -> Optuna matplotlib function name
 PLOTS = {
@@ -37,8 +42,12 @@ class PlotResult:
 
 def _why_not(name: str, study: optuna.Study) -> str | None:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if name == "pareto_front" and not done:
+        return "no completed trial yet"
     if name in ("optimization_history", "parallel_coordinate") and not done:
         return "no completed trial yet"
+    if name == "intermediate_values" and len(study.directions) > 1:
+        return "a multi-objective study reports no intermediate values (no pruning)"
     if name == "intermediate_values" and not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         return "no trial reported an intermediate value yet"
     if name == "param_importances":
@@ -56,13 +65,109 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
     return None
 
 
-def write_plots(study: optuna.Study, out_dir: str | Path) -> PlotResult:
-    """Draw every plot of :data:`PLOTS` that the study allows into ``out_dir/<name>.png``."""
+def _axes(study: optuna.Study) -> tuple[int, int]:
+    """(x, y) objective indices of the Pareto plot: first cost objective (else the other one), primary."""
+    from dhns_search.search.objectives import primary_index, study_objectives
+
+    specs = study_objectives(study)
+    y = primary_index(specs)
+    x = next((i for i, s in enumerate(specs) if s.kind == "cost"), next(i for i in range(len(specs)) if i != y))
+    return x, y
+
+
+def write_pareto_plot(study: optuna.Study, path: str | Path) -> Path:
+    """The Pareto plot of a multi-objective study as a PNG (see the module docstring)."""
+    from dhns_search.search.export import completed, pareto_front
+    from dhns_search.search.objectives import study_objectives
+
+    specs = study_objectives(study)
+    if len(specs) < 2:
+        raise ValueError("a Pareto plot needs a study with at least two objectives")
+    x, y = _axes(study)
+    front = pareto_front(study)
+    on_front = {t.number for t in front.trials}
+    rest = [t for t in completed(study) if t.number not in on_front]
+    bad = completed(study, feasible=False)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    try:
+        if rest:
+            ax.scatter([t.values[x] for t in rest], [t.values[y] for t in rest], s=22, color="0.65",
+                       label=f"dominated ({len(rest)})")
+        if bad:
+            ax.scatter([t.values[x] for t in bad], [t.values[y] for t in bad], s=30, marker="x", color="tab:red",
+                       label=f"infeasible ({len(bad)})")
+        if front.trials:
+            pts = sorted((t.values[x], t.values[y], t.number) for t in front.trials)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color="tab:blue", ms=5,
+                    label=f"Pareto front ({len(pts)})")
+            for px, py, n in pts:
+                ax.annotate(f"#{n}", (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            knee = front.knee_trial
+            if knee is not None:
+                ax.scatter([knee.values[x]], [knee.values[y]], s=220, marker="*", color="tab:orange", zorder=5,
+                           label=f"knee (#{knee.number})")
+        extra = "" if len(specs) == 2 else f" (projection of {len(specs)} objectives)"
+        ax.set_xlabel(f"{specs[x].label} ({specs[x].arrow})")
+        ax.set_ylabel(f"{specs[y].label} ({specs[y].arrow})")
+        ax.set_title(f"study {study.study_name}: Pareto front{extra}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=100)
+        return out
+    finally:
+        plt.close(fig)
+
+
+def write_study_plot(study: optuna.Study, path: str | Path) -> Path:
+    """``status --plot FILE``: the Pareto plot of a multi-objective study, the optimisation history of
+    a single-objective one."""
+    from dhns_search.search.objectives import study_objectives
+
+    if len(study_objectives(study)) > 1:
+        return write_pareto_plot(study, path)
     import optuna.visualization.matplotlib as ovm
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ax = ovm.plot_optimization_history(study)
+            fig = ax.get_figure()
+            fig.set_size_inches(9, 5.5)
+            fig.tight_layout()
+            out = Path(path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=100)
+            return out
+    finally:
+        plt.close("all")
+
+
+def write_plots(study: optuna.Study, out_dir: str | Path) -> PlotResult:
+    """Draw every plot of :data:`PLOTS` that the study allows into ``out_dir/<name>.png`` (and, for a
+    multi-objective study, ``pareto_front.png``)."""
+    import optuna.visualization.matplotlib as ovm
+
+    from dhns_search.search.objectives import primary_index, study_objectives
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = PlotResult()
+    specs = study_objectives(study)
+    kwargs: dict = {}
+    if len(specs) > 1:
+        k = primary_index(specs)
+        kwargs = {"target": lambda t, k=k: t.values[k], "target_name": specs[k].label}
+        reason = _why_not("pareto_front", study)
+        if reason:
+            result.skipped["pareto_front"] = reason
+        else:
+            try:
+                result.files.append(write_pareto_plot(study, out / "pareto_front.png"))
+            except Exception as err:  # noqa: BLE001 - a plot is never worth failing a study for
+                result.skipped["pareto_front"] = f"{type(err).__name__}: {err}"
     for name, func_name in PLOTS.items():
         reason = _why_not(name, study)
         if reason:
@@ -71,7 +176,7 @@ def write_plots(study: optuna.Study, out_dir: str | Path) -> PlotResult:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ExperimentalWarning and matplotlib layout chatter
-                ax = getattr(ovm, func_name)(study)
+                ax = getattr(ovm, func_name)(study, **({} if name == "intermediate_values" else kwargs))
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 fig.set_size_inches(9, 5.5)
                 fig.tight_layout()
