@@ -149,6 +149,18 @@ def test_conditioned_bf16_is_as_close_to_fp32_as_autocast() -> None:
     assert err < 2 * auto_err + 1e-3
 
 
+def test_conditioned_calls_repeat_outside_no_grad() -> None:
+    """A time row that requires grad (straight from the time MLP) must not turn the reused hidden buffer
+    into an autograd node: the second call would fail."""
+    net = _denoiser(8)
+    x, cond = torch.randn(5, 8), torch.randn(5, 8)
+    fn = net.conditioned(cond)
+    temb = net.time_embedding(torch.tensor([3]))[0]
+    assert temb.requires_grad
+    first, second = fn(x, temb), fn(x, temb)
+    assert torch.equal(first, second) and not second.requires_grad
+
+
 def test_conditioned_rejects_mismatched_shapes() -> None:
     net = _denoiser(8)
     fn = net.conditioned(torch.randn(5, 8))

@@ -231,8 +231,13 @@ class ConditionedDenoiser:
         # this size per step is a fresh mmap (above glibc's 32 MB threshold) and page faults every step.
         self._pre = torch.empty_like(self.p_c)
 
+    @torch.no_grad()
     def __call__(self, x: Tensor, temb: Tensor) -> Tensor:
-        """``eps_theta(x, t, c)`` for the step whose embedding row is ``temb`` ([w]); float32 ``[..., w]``."""
+        """``eps_theta(x, t, c)`` for the step whose embedding row is ``temb`` ([w]); float32 ``[..., w]``.
+
+        Never records gradients (the sampler's use); the hidden tensor lives in a buffer reused by the
+        next call.
+        """
         if x.shape != self.shape or temb.shape != (self.width,):
             raise ValueError(f"expected x {tuple(self.shape)} and temb ({self.width},), got {tuple(x.shape)}, "
                              f"{tuple(temb.shape)}")
