@@ -96,7 +96,7 @@ def test_shipped_dhns_defaults_are_cheap_and_the_paper_preset_is_faithful():
 
     d = DHNSConfig()
     assert (d.sampler, d.sampler_steps, d.hidden_mult) == ("strided", 10, 2)
-    assert (d.batch_fraction, d.generator_fraction, d.refresh_every, d.precision) == (0.25, 0.25, 1, "fp32")
+    assert (d.batch_fraction, d.generator_fraction, d.refresh_every, d.precision) == (0.5, 0.5, 2, "fp32")
     paper = load_config(preset="paper-distmult-mkgy").dhns
     assert (paper.sampler, paper.hidden_mult, paper.batch_fraction, paper.generator_fraction) == ("ancestral", 4, 1.0, 1.0)
     assert paper.refresh_every == 1 and paper.steps == 50

@@ -161,12 +161,14 @@ class DHNSConfig(StrictModel):
     detach_inputs: bool = Field(True, description="false = released behaviour (diffusion loss trains the KGC model)")
     diffusion_loss: Literal["mse", "l1"] = "mse"
     batch_fraction: float = Field(
-        0.25, gt=0.0, le=1.0, description="fraction of each batch given generated negatives (released: 1.0)"
+        0.5, gt=0.0, le=1.0, description="fraction of each batch given generated negatives (released: 1.0)"
     )
     generator_fraction: float = Field(
-        0.25, gt=0.0, le=1.0, description="fraction of each batch the generator's diffusion loss is trained on"
+        0.5, gt=0.0, le=1.0, description="fraction of each batch the generator's diffusion loss is trained on"
     )
-    refresh_every: int = Field(1, ge=1, description="regenerate negatives every k batches")
+    refresh_every: int = Field(
+        2, ge=1, description="regenerate negatives every k batches (the NTAT loss reuses them in between)"
+    )
     precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("levels")
