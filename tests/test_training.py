@@ -176,3 +176,29 @@ def test_fractions_and_refresh_set_the_rows_and_calls_per_batch(synth_dataset, m
     assert seen["loss"] == [math.ceil(0.1 * s) for s in sizes]
     assert seen["generate"] == [math.ceil(0.3 * s) for s in sizes[::2]]  # batches 0, 2, 4, ...
     assert len(seen["ha"]) == len(sizes)  # the cached negatives are used at every batch
+
+
+def test_shared_conditions_change_nothing_but_the_work(synth_dataset, monkeypatch):
+    """One detached computation of the conditions per batch (generator update + generation) trains
+    bit for bit like computing them separately, and _conditions runs once per batch instead of twice."""
+    from dhns_search.training.dhns import DHNS
+
+    calls = []
+    original = DHNS._conditions
+
+    def counting(self, model, triples, detach):
+        calls.append(triples.shape[0])
+        return original(self, model, triples, detach)
+
+    monkeypatch.setattr(DHNS, "_conditions", counting)
+    cfg = _cfg("train.epochs=2", "train.batch_size=1000", "dhns.refresh_every=1")
+    shared = train(cfg, dataset=synth_dataset)
+    n_batches = math.ceil(synth_dataset.train.shape[0] / 1000) * 2
+    assert len(calls) == n_batches
+
+    calls.clear()
+    monkeypatch.setattr(DHNS, "shared_conditions", lambda self, model, triples: None)
+    separate = train(cfg, dataset=synth_dataset)
+    assert len(calls) == 2 * n_batches
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
+    assert strip(shared.history) == strip(separate.history)

@@ -103,18 +103,52 @@ class DHNS(nn.Module):
         x0 = torch.stack([vt, vh])
         return x0, cond
 
+    @torch.no_grad()
+    def shared_conditions(self, model: nn.Module, triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Detached ``(x0, cond)`` [2, B, M, w] of ``triples`` for both the generator update and the
+        generation of one batch (rows 0..k of the result are those of ``triples[:k]``), or None when the
+        generator trains through the KGC model (``dhns.detach_inputs: false``) and needs its own graph.
+
+        The conditions depend only on the KGC model, which no optimiser step changes between the
+        generator update and the generation, so computing them once is the same as computing them twice.
+        """
+        if not self.cfg.detach_inputs:
+            return None
+        return self._conditions(model, triples, detach=True)
+
     # ------------------------------------------------------------------------------------ stage 2
-    def diffusion_loss(self, model: nn.Module, triples: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """triples: [B, 3] -> scalar diffusion loss over both directions and every modality."""
-        x0, cond = self._conditions(model, triples, detach=self.cfg.detach_inputs)
+    def diffusion_loss(
+        self,
+        model: nn.Module,
+        triples: torch.Tensor,
+        generator: torch.Generator | None,
+        conditions: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """triples: [B, 3] -> scalar diffusion loss over both directions and every modality.
+
+        ``conditions``: their ``(x0, cond)`` from :meth:`shared_conditions`, or None to compute them.
+        """
+        if conditions is None:
+            conditions = self._conditions(model, triples, detach=self.cfg.detach_inputs)
+        x0, cond = conditions
         # mean over examples and modalities, times M: the released code sums the per-modality losses
         return self.generator.loss(x0, cond, self.cfg.diffusion_loss, generator=generator) * len(self.modalities)
 
     # ------------------------------------------------------------------------------------ stage 3
     @torch.no_grad()
-    def generate(self, model: nn.Module, triples: torch.Tensor, generator: torch.Generator | None) -> Generated:
-        """triples: [B', 3] -> generated heads and tails at every hardness level (no gradients)."""
-        _, cond = self._conditions(model, triples, detach=True)
+    def generate(
+        self,
+        model: nn.Module,
+        triples: torch.Tensor,
+        generator: torch.Generator | None,
+        cond: torch.Tensor | None = None,
+    ) -> Generated:
+        """triples: [B', 3] -> generated heads and tails at every hardness level (no gradients).
+
+        ``cond``: their conditions [2, B', M, w] from :meth:`shared_conditions`, or None to compute them.
+        """
+        if cond is None:
+            _, cond = self._conditions(model, triples, detach=True)
         levels = self.generator.sample(
             cond,
             self.kept,

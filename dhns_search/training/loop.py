@@ -189,20 +189,26 @@ def _train(cfg: RunConfig, *, dataset, callbacks: Sequence[Callback], run_dir: s
                     #    leaves gradients on the KGC model (the released behaviour); they are kept for
                     #    the KGC step below because the model's gradients are not zeroed again.
                     #    The batch is shuffled, so its first rows are a random subset (dhns.generator_fraction).
-                    gen_rows = batch[: dhns.generator_rows_for(batch.shape[0])]
+                    n_gen = dhns.generator_rows_for(batch.shape[0])
+                    regenerate = cached is None or global_batch % cfg.dhns.refresh_every == 0
+                    n_new = dhns.rows_for(batch.shape[0]) if regenerate else 0
+                    #    One detached computation of the conditions serves the update and the generation.
+                    shared = dhns.shared_conditions(model, batch[: max(n_gen, n_new)])
+                    gen_rows = batch[:n_gen]
+                    gen_conditions = None if shared is None else (shared[0][:, :n_gen], shared[1][:, :n_gen])
                     for _ in range(cfg.dhns.generator_steps):
                         gen_optimizer.zero_grad(set_to_none=True)
                         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                            dloss = dhns.diffusion_loss(model, gen_rows, noise_rng)
+                            dloss = dhns.diffusion_loss(model, gen_rows, noise_rng, gen_conditions)
                         _check_finite(dloss, "the diffusion loss", epoch, b)
                         dloss.backward()
                         gen_optimizer.step()
                         sums["diffusion_loss"] += dloss.item() / cfg.dhns.generator_steps
 
                     # 3. generate hardness levels (no gradients); refreshed every k batches
-                    if cached is None or global_batch % cfg.dhns.refresh_every == 0:
-                        rows = batch[: dhns.rows_for(batch.shape[0])]
-                        cached = dhns.generate(model, rows, noise_rng)
+                    if regenerate:
+                        cond = None if shared is None else shared[1][:, :n_new]
+                        cached = dhns.generate(model, batch[:n_new], noise_rng, cond)
 
                     # 4. NTAT loss on the generated negatives
                     ha = dhns.hardness_loss(model, cached, epoch)
