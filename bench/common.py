@@ -70,3 +70,16 @@ def append_section(title: str, body: str, doc: Path = DOC) -> None:
     with doc.open("a", encoding="utf-8") as fh:
         fh.write(text)
     print(f"appended to {doc}")
+
+
+RESULTS = REPO / "docs" / "results.md"
+
+
+def append_result(text: str, out: Path = RESULTS) -> None:
+    """Append a results section (already headed, dated and with its command) to docs/results.md."""
+    if not out.exists():
+        out.write_text("# Results\n\nModel comparisons measured with the scripts in `bench/`; each section says how "
+                       "to rerun it.\n")
+    with out.open("a", encoding="utf-8") as fh:
+        fh.write("\n" + text)
+    print(f"appended to {out}")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, command_line, machine_info
+from common import REPO, append_result, command_line, machine_info
 
 METRICS = ["mrr_realistic_filtered", "hits_at_1_realistic_filtered", "hits_at_10_realistic_filtered"]
 
@@ -79,12 +79,7 @@ def main() -> None:
             f"{fmt(s, 'test', METRICS[2], args.seeds)} | {res['epoch_seconds']:.2f} |"
         )
     text = "\n".join(lines) + "\n"
-    out = args.out
-    if not out.exists():
-        out.write_text("# Results\n\nModel comparisons measured with the scripts in `bench/`; each section says how to rerun it.\n")
-    with out.open("a", encoding="utf-8") as fh:
-        fh.write("\n" + text)
-    print(f"appended to {out}")
+    append_result(text, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, command_line, machine_info
+from common import REPO, append_result, command_line, machine_info
 
 METRIC = "mrr_realistic_filtered"
 #: the fields that set how much work DHNS does per batch (accuracy-relevant fields are left alone)
@@ -170,12 +170,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        out = args.out
-        if not out.exists():
-            out.write_text("# Results\n\nModel comparisons measured with the scripts in `bench/`.\n")
-        with out.open("a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
-        print(f"appended to {out}")
+        append_result(text, args.out)
 
 
 if __name__ == "__main__":

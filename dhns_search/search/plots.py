@@ -112,13 +112,18 @@ def write_pareto_plot(study: optuna.Study, path: str | Path) -> Path:
         ax.set_title(f"study {study.study_name}: Pareto front{extra}")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        return out
+        return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out ``fig`` and write it as a PNG at ``path`` (parent folders created)."""
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
 
 
 def write_study_plot(study: optuna.Study, path: str | Path) -> Path:
@@ -136,11 +141,7 @@ def write_study_plot(study: optuna.Study, path: str | Path) -> Path:
             ax = ovm.plot_optimization_history(study)
             fig = ax.get_figure()
             fig.set_size_inches(9, 5.5)
-            fig.tight_layout()
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out, dpi=100)
-            return out
+            return _save(fig, path)
     finally:
         plt.close("all")
 
