@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from fake_training import fake_run
 from mlflow.tracking import MlflowClient
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -27,7 +28,6 @@ from dhns_search.search import pareto
 from dhns_search.search import study as study_mod
 from dhns_search.search.export import export_best, pareto_front
 from dhns_search.search.study import RunOptions, open_study, run_study, study_report
-from dhns_search.training.loop import TrainResult
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -41,20 +41,8 @@ def invoke(*args: object):
 
 def fake_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
     """Deterministic trainer: validation MRR = train.lr (reached at the last epoch), epoch time = dim / 100."""
-    history, best = [], (0.0, 0, {})
-    for epoch in range(1, cfg.train.epochs + 1):
-        stats = {"train_loss": 1.0 / epoch, "epoch_seconds": cfg.model.dim / 100}
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, stats)
-        value = cfg.train.lr * epoch / cfg.train.epochs
-        valid = {MRR: value, "hits_at_10_realistic_filtered": min(1.0, 2 * value)}
-        history.append({"epoch": epoch, **stats, "eval_seconds": 0.0, "valid": valid})
-        if value > best[0]:
-            best = (value, epoch, valid)
-        for cb in callbacks:
-            cb.on_evaluation(epoch, valid, history)
-    return TrainResult(config=cfg, best_epoch=best[1], best_valid=best[2], test=None, history=history,
-                       epochs_run=cfg.train.epochs, seconds=0.01, dataset_fingerprint="fake")
+    return fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr * epoch / cfg.train.epochs,
+                    stats=lambda epoch: {"epoch_seconds": cfg.model.dim / 100}, fingerprint="fake")
 
 
 SPACE = """

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from fake_training import fake_run
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from typer.testing import CliRunner
@@ -27,7 +28,6 @@ from dhns_search.search import study as study_mod
 from dhns_search.search.export import export_best
 from dhns_search.search.objective import trial_seed
 from dhns_search.search.study import RunOptions, open_study, run_study
-from dhns_search.training.loop import TrainResult
 
 # MLflow 3.17 on SQLAlchemy 2.1 warns about its own ORM options; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -54,20 +54,9 @@ def fake_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     if cfg.train.lr == 0.0123:
         raise KeyError("a bug")
-    metric, history, best = cfg.train.metric, [], (0.0, 0, {})
-    for epoch in range(1, cfg.train.epochs + 1):
-        stats = {"train_loss": 1.0 / epoch, "diffusion_loss": 0.5 / epoch, "epoch_seconds": 0.01}
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, stats)
-        value = cfg.train.lr * 10 * epoch / cfg.train.epochs
-        valid = {metric: value, "hits_at_10_realistic_filtered": min(1.0, 2 * value)}
-        history.append({"epoch": epoch, **stats, "eval_seconds": 0.0, "valid": valid})
-        if value > best[0]:
-            best = (value, epoch, valid)
-        for cb in callbacks:
-            cb.on_evaluation(epoch, valid, history)
-    return TrainResult(config=cfg, best_epoch=best[1], best_valid=best[2], test=None, history=history,
-                       epochs_run=cfg.train.epochs, seconds=0.01, dataset_fingerprint="fake-fingerprint")
+    return fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr * 10 * epoch / cfg.train.epochs,
+                    stats=lambda epoch: {"diffusion_loss": 0.5 / epoch, "epoch_seconds": 0.01},
+                    fingerprint="fake-fingerprint")
 
 
 class PruneRotateFromStep2(optuna.pruners.BasePruner):
