@@ -163,10 +163,9 @@ class Denoiser(nn.Module):
         z = z * inv_sd  # the normalised [x, c] (not in place: the norm above saved z for autograd)
         # (2) Fold the LayerNorm gain into the weight, W' = W diag(g), split it by parts, and fold the
         #     LayerNorm bias into the Linear bias: W b_ln + b.
-        weight = self.lin_in.weight * self.norm_in.weight  # [m w, 3w]
+        weight, bias = self._folded_input_layer()  # [m w, 3w], [m w]
         w_xc = torch.cat([weight[:, :w], weight[:, 2 * w :]], dim=1)  # [m w, 2w]
         w_e = weight[:, w : 2 * w]  # [m w, w]
-        bias = self.lin_in.weight @ self.norm_in.bias + self.lin_in.bias
         # (3) Per-example part: W'_{x,c} [(x - mean) / sd, (c - mean) / sd] + bias, one 2w-deep matmul.
         h = torch.addmm(bias, z, w_xc.T)
         # (4) Shared time part: W'_e (e - mean) / sd = (1 / sd) W'_e e - (mean / sd) W'_e 1, a rank-2
@@ -175,6 +174,12 @@ class Denoiser(nn.Module):
         coef = torch.cat([inv_sd, -mean * inv_sd], dim=-1)  # [N, 2]
         h = h.addmm_(coef.to(h.dtype), rows.to(h.dtype))
         return h.reshape(*lead, -1)
+
+    def _folded_input_layer(self) -> tuple[Tensor, Tensor]:
+        """``lin_in . norm_in`` as one affine map of the normalised input: ``W' = W diag(g)`` and
+        ``W b_ln + b``, so that ``lin_in(norm_in(z)) = W' (z - mu) / sd + (W b_ln + b)``."""
+        weight = self.lin_in.weight * self.norm_in.weight  # [m w, 3w]
+        return weight, self.lin_in.weight @ self.norm_in.bias + self.lin_in.bias
 
     @torch.no_grad()
     def conditioned(self, cond: Tensor, dtype: torch.dtype = torch.float32) -> ConditionedDenoiser:
@@ -212,11 +217,11 @@ class ConditionedDenoiser:
         self.eps_in, self.eps_hidden = net.norm_in.eps, net.norm_hidden.eps
         c = cond.reshape(-1, w).float()
         # First layer with the input LayerNorm's gain folded in, split by parts.
-        weight = net.lin_in.weight.float() * net.norm_in.weight.float()  # [m w, 3w]
+        weight, bias_in = (t.float() for t in net._folded_input_layer())  # [m w, 3w], [m w]
         self.w_e = weight[:, w : 2 * w]
         self.w_x_t = weight[:, :w].t().contiguous().to(dtype)  # [w, m w]
         self.ones_row = weight.sum(dim=1)  # W' 1, [m w]
-        self.bias_in = net.lin_in.weight.float() @ net.norm_in.bias.float() + net.lin_in.bias.float()
+        self.bias_in = bias_in
         self.p_c = (c.to(dtype) @ weight[:, 2 * w :].t().to(dtype)).contiguous()  # [N, m w]
         self.sum_c, self.sq_c = c.sum(dim=-1), c.square().sum(dim=-1)  # [N]
         # Hidden LayerNorm and the last two Linear layers folded into one matrix.

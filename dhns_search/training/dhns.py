@@ -223,8 +223,13 @@ class DHNS(nn.Module):
 
     def rows_for(self, batch_size: int) -> int:
         """How many rows of a batch get generated negatives (``dhns.batch_fraction``)."""
-        return max(1, math.ceil(self.cfg.batch_fraction * batch_size))
+        return _fraction_of(self.cfg.batch_fraction, batch_size)
 
     def generator_rows_for(self, batch_size: int) -> int:
         """How many rows of a batch the generator is trained on (``dhns.generator_fraction``)."""
-        return max(1, math.ceil(self.cfg.generator_fraction * batch_size))
+        return _fraction_of(self.cfg.generator_fraction, batch_size)
+
+
+def _fraction_of(fraction: float, batch_size: int) -> int:
+    """``ceil(fraction * batch_size)`` rows, at least one."""
+    return max(1, math.ceil(fraction * batch_size))
