@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import ConfigError
+from dhns_search.files import atomic_write_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,12 +68,7 @@ def dump_yaml(data: Any) -> str:
 
 
 def write_yaml(data: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_yaml(data), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, dump_yaml(data))
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dhns_search.config.io import dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import StudyError
+from dhns_search.files import atomic_write_text
 from dhns_search.search import pareto
 from dhns_search.search.objectives import (
     ObjectiveSpec,
@@ -395,11 +396,7 @@ def _header(cfg: RunConfig) -> str:
 
 
 def write_config(cfg: RunConfig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(_header(cfg) + dump_yaml(cfg), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, config_text(cfg))
 
 
 def config_text(cfg: RunConfig) -> str:

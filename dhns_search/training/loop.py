@@ -20,6 +20,7 @@ import torch
 from dhns_search.config.io import write_yaml
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import ConfigError, TrainingError
+from dhns_search.files import atomic_write
 
 
 class StopTraining(Exception):
@@ -301,9 +302,8 @@ def _snapshot(model: torch.nn.Module, dhns) -> dict:
 
 
 def _save_checkpoint(path: Path, cfg: RunConfig, epoch: int, state: dict, valid: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": cfg.model_dump(mode="json"), "epoch": epoch, "valid": valid, **state}, tmp)
-    tmp.replace(path)
+    payload = {"config": cfg.model_dump(mode="json"), "epoch": epoch, "valid": valid, **state}
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def result_summary(result: TrainResult) -> dict:
