@@ -85,7 +85,7 @@ def test_early_stopping_and_best_checkpoint_restored(synth_dataset, tmp_path):
     values = [r["valid"]["mrr_realistic_filtered"] for r in result.history]
     assert result.best_value == max(values) and result.best_epoch == evals[values.index(max(values))]
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert ckpt["epoch"] == result.best_epoch and "generator" in ckpt
+    assert ckpt["best"]["epoch"] == result.best_epoch and ckpt["best"]["generator"] is not None
     assert {p.name for p in (tmp_path / "run").iterdir()} >= {"config.yaml", "metrics.json", "checkpoint.pt", "result.json"}
     saved = load_config(tmp_path / "run" / "config.yaml")
     assert saved.device == "cpu"  # "auto" resolved to what ran

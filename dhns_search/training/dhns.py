@@ -1,12 +1,15 @@
 """DHNS: the DiffHEG generator wired to a KGE model, and the NTAT loss on its negatives.
 
-One training step of DHNS (method section 4), as :func:`dhns_search.training.loop.train` runs it:
+One training step of DHNS (method section 4):
 
-1. score positives and base negatives -> ``L_KGC`` (the loop does this);
-2. ``generator_steps`` updates of the generator on the diffusion loss (:meth:`DHNS.generator_update`);
+1. score positives and base negatives -> ``L_KGC`` (:class:`~dhns_search.training.kgc.KGCTerm`);
+2. ``generator_steps`` updates of the generator on the diffusion loss (:meth:`DHNS.diffusion_loss`);
 3. without gradients, run the reverse chain for every modality and both directions and keep the hardness
    levels (:meth:`DHNS.generate`);
 4. ``L_HA`` on the generated negatives (:meth:`DHNS.hardness_loss`); ``L = L_KGC + lambda * L_HA``.
+
+Stages 2 to 4 are :class:`DHNSTerm`, the loss term the trainer adds to the KGC term: it owns the
+generator, its optimiser, its noise generator and the cached negatives, and checkpoints them.
 
 Shapes: ``B`` batch, ``M`` modalities the generator runs in (semantic levels), ``w`` entity width,
 ``L`` hardness levels.  Directions are stacked as ``[2, ...]``: index 0 generates the **tail** (conditioned
@@ -18,14 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from dhns_search.config.models import DHNSConfig, LossConfig, ModelConfig
+from dhns_search.config.models import DHNSConfig, LossConfig, ModelConfig, RunConfig
 from dhns_search.diffusion import DiffHEG
 from dhns_search.errors import ConfigError
 from dhns_search.training.ntat import margin_factors, margin_scale, ntat_loss
+from dhns_search.training.terms import BatchPosition, check_finite
 
 TAIL, HEAD = 0, 1
 
@@ -233,3 +238,67 @@ class DHNS(nn.Module):
 def _fraction_of(fraction: float, batch_size: int) -> int:
     """``ceil(fraction * batch_size)`` rows, at least one."""
     return max(1, math.ceil(fraction * batch_size))
+
+
+class DHNSTerm:
+    """Stages 2 to 4 of a DHNS step as a loss term of the trainer (a :class:`~dhns_search.training.terms.LossTerm`).
+
+    Per batch: ``dhns.generator_steps`` updates of the generator on the diffusion loss of the first
+    ``generator_fraction`` of the rows (the batch is shuffled, so they are a random subset); every
+    ``refresh_every`` batches new hardness levels for the first ``batch_fraction`` of the rows, reused in
+    between; returns ``lambda * L_HA`` on the cached negatives.  One detached computation of the
+    conditions serves the update and the generation when the generator does not train the KGC model.
+
+    The diffusion loss's gradients on the KGC model (when it trains through it) stay in the model's
+    ``.grad`` for the trainer's optimiser step, which must therefore not zero them after this call.
+    """
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, device: torch.device) -> None:
+        self.cfg = cfg.dhns
+        self.dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss).to(device)
+        self.optimizer = torch.optim.Adam(self.dhns.generator.parameters(), lr=cfg.dhns.generator_lr)
+        self.rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # diffusion noise
+        self.cached: Generated | None = None
+
+    def __call__(self, model: nn.Module, batch: torch.Tensor, at: BatchPosition) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, dhns = self.cfg, self.dhns
+        n_gen = dhns.generator_rows_for(batch.shape[0])
+        regenerate = self.cached is None or at.global_batch % cfg.refresh_every == 0
+        n_new = dhns.rows_for(batch.shape[0]) if regenerate else 0
+        shared = dhns.shared_conditions(model, batch[: max(n_gen, n_new)])
+
+        # 2. generator update(s)
+        gen_conditions = None if shared is None else (shared[0][:, :n_gen], shared[1][:, :n_gen])
+        diffusion = 0.0
+        for _ in range(cfg.generator_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            dloss = dhns.diffusion_loss(model, batch[:n_gen], self.rng, gen_conditions)
+            check_finite(dloss, "the diffusion loss", at)
+            dloss.backward()
+            self.optimizer.step()
+            diffusion += dloss.item() / cfg.generator_steps
+
+        # 3. hardness levels, without gradients, refreshed every k batches
+        if regenerate:
+            cond = None if shared is None else shared[1][:, :n_new]
+            self.cached = dhns.generate(model, batch[:n_new], self.rng, cond)
+
+        # 4. the hardness-adaptive loss on the (possibly cached) negatives
+        ha = dhns.hardness_loss(model, self.cached, at.epoch)
+        check_finite(ha, "the hardness-adaptive loss", at)
+        return cfg.weight * ha, {"diffusion_loss": diffusion, "ha_loss": ha.item()}
+
+    def state_dict(self) -> dict[str, Any]:
+        cached = None if self.cached is None else {"triples": self.cached.triples.cpu(),
+                                                   "levels": [x.cpu() for x in self.cached.levels]}
+        return {"generator": self.dhns.generator.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.get_state(), "cached": cached}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.dhns.modality_index.device
+        self.dhns.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+        cached = state["cached"]
+        self.cached = None if cached is None else Generated(
+            triples=cached["triples"].to(device), levels=[x.to(device) for x in cached["levels"]])

@@ -1,14 +1,16 @@
-"""The training loop: base KGC training plus DHNS, validation, early stopping, checkpoints.
+"""The training loop: base KGC training plus DHNS, validation, early stopping, checkpoints, resume.
 
 :func:`train` is the one entry point.  It never imports optuna or mlflow: the search layer observes it
-through :class:`Callback` objects and stops it by raising :class:`StopTraining` from one.
+through :class:`Callback` objects and stops it by raising :class:`StopTraining` from one.  A run is made
+of loss terms (:mod:`dhns_search.training.terms`): the KGC term on base negatives, plus the DHNS term
+when ``dhns.enabled``; the loop sums them and steps the KGC optimiser.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,14 @@ import torch
 from dhns_search.config.io import write_yaml
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import ConfigError, TrainingError
-from dhns_search.files import atomic_write
+from dhns_search.files import atomic_write_text
+from dhns_search.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint, snapshot
+from dhns_search.training.terms import BatchPosition, LossTerm
+
+__all__ = ["Callback", "StopTraining", "TrainResult", "TrainingInterrupted", "resolve_device", "train"]
+
+#: per-batch statistics summed over an epoch (terms that are absent contribute 0)
+EPOCH_STATS = ("train_loss", "kgc_loss", "ha_loss", "diffusion_loss")
 
 
 class StopTraining(Exception):
@@ -29,6 +38,15 @@ class StopTraining(Exception):
     def __init__(self, reason: str = "stopped by a callback") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class TrainingInterrupted(Exception):
+    """The ``stop`` event was set: the run stopped at a batch boundary, checkpointed when it has a folder."""
+
+    def __init__(self, epoch: int, batch: int, checkpoint: Path | None) -> None:
+        where = f"epoch {epoch}, batch {batch}"
+        super().__init__(f"interrupted at {where}" + (f"; checkpoint {checkpoint}" if checkpoint else ""))
+        self.epoch, self.batch, self.checkpoint = epoch, batch, checkpoint
 
 
 class Callback(Protocol):
@@ -64,34 +82,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_finite(value: torch.Tensor, what: str, epoch: int, batch: int) -> None:
-    if not torch.isfinite(value).all():
-        raise TrainingError(
-            f"{what} is {value.item()} at epoch {epoch}, batch {batch}; lower the learning rate, "
-            "the regularisation or dhns.weight (nothing was saved from the diverged state)"
-        )
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]epoch"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  diff {task.fields[diff]:.4f}  val {task.fields[val]}"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def train(
     cfg: RunConfig,
     *,
     dataset=None,
     callbacks: Sequence[Callback] = (),
     run_dir: str | Path | None = None,
+    resume: bool = False,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     """Train one model as ``cfg`` says and return its best validation and final test metrics.
 
@@ -100,184 +98,255 @@ def train(
     ``train.eval_every`` epochs the validation split is ranked; the best state (by ``train.metric``) is
     kept and restored before the test evaluation.  The test split is never used for model selection.
 
-    On CPU the run is repeatable bit for bit: besides the seeded generators, PyTorch's deterministic
-    algorithms are switched on for the duration of the call (multi-threaded index-add kernels in the
-    embedding backward otherwise differ in the last bits from run to run) and restored afterwards.
+    With ``run_dir`` the folder receives ``config.yaml``, ``metrics.json``, ``result.json`` and, at every
+    evaluation, the full training state in ``checkpoint.pt`` (:mod:`~dhns_search.training.checkpoint`).
+    ``resume=True`` continues from that checkpoint (the configuration must be the one that ran).  When
+    ``stop`` is set, the run checkpoints at the next batch boundary and raises :class:`TrainingInterrupted`.
+
+    On CPU the run is repeatable bit for bit, resumed or not: besides the seeded generators, PyTorch's
+    deterministic algorithms are switched on for the duration of the call (multi-threaded index-add
+    kernels in the embedding backward otherwise differ in the last bits from run to run) and restored.
     """
     previous = torch.are_deterministic_algorithms_enabled()
     if resolve_device(cfg.device).type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(cfg, dataset=dataset, callbacks=callbacks, run_dir=run_dir)
+        return _train(cfg, dataset, callbacks, run_dir, resume, stop)
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
-def _train(cfg: RunConfig, *, dataset, callbacks: Sequence[Callback], run_dir: str | Path | None) -> TrainResult:
+@dataclass
+class _Run:
+    """What one run is made of, built once by :func:`_setup`."""
+
+    cfg: RunConfig  #: resolved: device and semantic levels say what runs
+    device: torch.device
+    dataset: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    terms: dict[str, LossTerm]
+    evaluator: Any
+    index_rng: torch.Generator  #: shuffling and base negatives (CPU)
+    train_triples: torch.Tensor
+    valid_triples: torch.Tensor
+    path: Path | None
+    best: list[dict | None] = field(default_factory=lambda: [None, None])  #: best model and generator states
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.cfg.train.batch_size, self.train_triples.shape[0])
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.train_triples.shape[0] / self.batch_size)
+
+    @property
+    def generator(self) -> torch.nn.Module | None:
+        dhns = self.terms.get("dhns")
+        return None if dhns is None else dhns.dhns.generator
+
+
+def _train(cfg, dataset, callbacks, run_dir, resume, stop) -> TrainResult:
+    t_start = time.perf_counter()
+    run = _setup(cfg, dataset, run_dir)
+    state = _restore(run) if resume else TrainState()
+    if run.path is not None and not resume:
+        write_yaml(run.cfg, run.path / "config.yaml")
+
+    with _progress(run.cfg.train.progress) as bar:
+        task = bar.add_task("train", total=run.cfg.train.epochs * run.n_batches,
+                            completed=state.epoch * run.n_batches + state.batch, epoch=state.epoch + 1,
+                            loss="-", val="-")
+        while state.epoch < run.cfg.train.epochs and not state.stopped_early:
+            # ---- one epoch of training steps (resumes mid-epoch after an interrupt)
+            stats = _train_epoch(run, state, bar, task, stop)
+            for cb in callbacks:
+                hook = getattr(cb, "on_epoch_end", None)
+                if hook is not None:
+                    hook(state.epoch, stats)
+            # ---- evaluate, keep the best, checkpoint, let callbacks prune, stop early
+            if state.epoch % run.cfg.train.eval_every == 0 or state.epoch == run.cfg.train.epochs:
+                value = _evaluate(run, state, stats, callbacks)
+                bar.update(task, val=f"{value:.4f}")
+
+    # ---- restore the best state and test it
+    if run.best[0] is not None:
+        run.model.load_state_dict(run.best[0])
+    test = None
+    if run.cfg.train.test:
+        run.model.eval()
+        test = run.evaluator.evaluate(run.model, run.dataset.test.to(run.device))
+    result = TrainResult(
+        config=run.cfg, best_epoch=state.best_epoch, best_valid=state.best_valid, test=test,
+        history=state.history, epochs_run=state.epoch, seconds=time.perf_counter() - t_start,
+        run_dir=run.path, dataset_fingerprint=run.dataset.fingerprint(), stopped_early=state.stopped_early,
+    )
+    if run.path is not None:
+        atomic_write_text(run.path / "result.json", json.dumps(result_summary(result), indent=1))
+    return result
+
+
+def _setup(cfg: RunConfig, dataset, run_dir: str | Path | None) -> _Run:
+    """Data, model, loss terms and optimiser of ``cfg``; one seed drives every random choice."""
     # Imports here keep ``import dhns_search.training`` light for the CLI.
     from dhns_search.data import load_from_config
     from dhns_search.evaluation import FilteredEvaluator
     from dhns_search.models import KGEModel
-    from dhns_search.training.dhns import DHNS
-    from dhns_search.training.losses import kgc_loss, regularization_loss
-    from dhns_search.training.negatives import make_negative_sampler
+    from dhns_search.training.dhns import DHNSTerm
+    from dhns_search.training.kgc import KGCTerm
 
-    t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     cfg = cfg.model_copy(update={"device": device.type}, deep=True)  # the saved config says what ran
-    run_path = Path(run_dir) if run_dir is not None else None
-
-    # ---- set-up: data, model, generator, optimisers.  One seed drives everything.
     torch.manual_seed(cfg.seed)
     if dataset is None:
         dataset = load_from_config(cfg.data)
-    train_triples, valid_triples = dataset.train.to(device), dataset.valid.to(device)
     model = KGEModel(dataset.num_entities, dataset.num_relations, cfg.model, dataset.features).to(device)
-    sampler = make_negative_sampler(cfg.negatives, dataset.train, dataset.num_entities, dataset.num_relations)
+    index_rng = torch.Generator().manual_seed(cfg.seed)
+    terms: dict[str, LossTerm] = {"kgc": KGCTerm(cfg, dataset, index_rng)}
     if cfg.dhns.enabled:
         cfg = _resolve_modalities(cfg, list(model.entities.modalities))
-    dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss).to(device) if cfg.dhns.enabled else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    gen_optimizer = (
-        torch.optim.Adam(dhns.generator.parameters(), lr=cfg.dhns.generator_lr) if dhns is not None else None
+        terms["dhns"] = DHNSTerm(model, cfg, device)
+    return _Run(
+        cfg=cfg, device=device, dataset=dataset, model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.train.lr), terms=terms,
+        evaluator=FilteredEvaluator([dataset.train, dataset.valid, dataset.test], dataset.num_entities,
+                                    batch_size=cfg.train.eval_batch_size),
+        index_rng=index_rng, train_triples=dataset.train.to(device), valid_triples=dataset.valid.to(device),
+        path=None if run_dir is None else Path(run_dir),
     )
-    evaluator = FilteredEvaluator(
-        [dataset.train, dataset.valid, dataset.test], dataset.num_entities, batch_size=cfg.train.eval_batch_size
+
+
+def _train_epoch(run: _Run, state: TrainState, bar, task, stop: threading.Event | None) -> dict[str, float]:
+    """Run the batches of epoch ``state.epoch + 1`` from ``state.batch`` on; return the epoch's statistics."""
+    if state.perm is None:  # a new epoch (an interrupted one carries its order)
+        state.perm = torch.randperm(run.train_triples.shape[0], generator=run.index_rng).to(run.device)
+        state.sums, state.epoch_elapsed = dict.fromkeys(EPOCH_STATS, 0.0), 0.0
+    run.model.train()
+    t_start, size = time.perf_counter(), run.batch_size
+    while state.batch < run.n_batches:
+        if stop is not None and stop.is_set():
+            state.epoch_elapsed += time.perf_counter() - t_start
+            raise _interrupted(run, state)
+        at = BatchPosition(state.epoch + 1, state.batch, state.global_batch)
+        batch = run.train_triples[state.perm[state.batch * size : (state.batch + 1) * size]]
+        loss = _step(run, batch, at, state.sums)
+        state.batch, state.global_batch = state.batch + 1, state.global_batch + 1
+        bar.update(task, advance=1, epoch=at.epoch, loss=f"{loss:.4f}")
+    stats = {k: v / run.n_batches for k, v in state.sums.items()}
+    stats["epoch_seconds"] = state.epoch_elapsed + time.perf_counter() - t_start
+    state.epoch, state.batch, state.perm = state.epoch + 1, 0, None
+    return stats
+
+
+def _step(run: _Run, batch: torch.Tensor, at: BatchPosition, sums: dict[str, float]) -> float:
+    """One training step: every term's loss on ``batch``, one backward pass, one KGC optimiser step."""
+    run.optimizer.zero_grad(set_to_none=True)  # before the terms: DHNS may leave diffusion gradients
+    loss = None
+    for term in run.terms.values():
+        part, stats = term(run.model, batch, at)
+        loss = part if loss is None else loss + part
+        for key, value in stats.items():
+            sums[key] += value
+    loss.backward()
+    run.optimizer.step()
+    value = loss.item()
+    sums["train_loss"] += value
+    return value
+
+
+def _evaluate(run: _Run, state: TrainState, stats: dict[str, float], callbacks: Sequence[Callback]) -> float:
+    """Rank the validation split, record it, keep the best state, checkpoint; callbacks may stop the run."""
+    run.model.eval()
+    t_eval = time.perf_counter()
+    valid = run.evaluator.evaluate(run.model, run.valid_triples)
+    state.history.append({"epoch": state.epoch, **stats, "eval_seconds": time.perf_counter() - t_eval,
+                          "valid": valid})
+    value = valid[run.cfg.train.metric]
+    if state.improve(value, state.epoch, valid):
+        run.best = snapshot(run.model, run.generator)
+    if run.cfg.train.patience and state.bad_evals >= run.cfg.train.patience:
+        state.stopped_early = True
+    if run.path is not None:
+        _checkpoint(run, state)
+        atomic_write_text(run.path / "metrics.json", json.dumps(state.history, indent=1))
+    for cb in callbacks:  # may raise StopTraining (pruning)
+        hook = getattr(cb, "on_evaluation", None)
+        if hook is not None:
+            hook(state.epoch, valid, state.history)
+    return value
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _checkpoint(run: _Run, state: TrainState) -> Path:
+    path = run.path / CHECKPOINT
+    rng = {"torch": torch.get_rng_state(), "index": run.index_rng.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    save_checkpoint(path, {
+        "config": run.cfg.model_dump(mode="json"), "state": state.to_dict(),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "terms": {name: term.state_dict() for name, term in run.terms.items()},
+        "rng": rng, "best": {"epoch": state.best_epoch, "model": run.best[0], "generator": run.best[1]},
+    })
+    return path
+
+
+def _interrupted(run: _Run, state: TrainState) -> TrainingInterrupted:
+    path = _checkpoint(run, state) if run.path is not None else None
+    return TrainingInterrupted(state.epoch + 1, state.batch, path)
+
+
+def _restore(run: _Run) -> TrainState:
+    """Load ``run.path``'s checkpoint into ``run``; return the loop state to continue from."""
+    if run.path is None:
+        raise ConfigError("resuming needs the run folder of the run to continue")
+    data = load_checkpoint(run.path / CHECKPOINT)
+    saved = RunConfig.model_validate(data["config"])
+    if saved.model_dump(exclude={"train": {"progress"}}) != run.cfg.model_dump(exclude={"train": {"progress"}}):
+        diff = _differences(saved.model_dump(), run.cfg.model_dump())
+        raise TrainingError(f"{run.path}: the checkpoint was written by another configuration ({diff})")
+    run.model.load_state_dict(data["model"])
+    run.optimizer.load_state_dict(data["optimizer"])
+    for name, term in run.terms.items():
+        term.load_state_dict(data["terms"][name])
+    torch.set_rng_state(data["rng"]["torch"])
+    run.index_rng.set_state(data["rng"]["index"])
+    if "cuda" in data["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(data["rng"]["cuda"])
+    run.best = [data["best"]["model"], data["best"]["generator"]]
+    state = TrainState.from_dict(data["state"])
+    if state.perm is not None:
+        state.perm = state.perm.to(run.device)
+    return state
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> str:
+    """``key: old -> new`` for the leaves where two config dumps differ (the first few)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            sub = _differences(x, y, f"{prefix}{key}.")
+            out.extend([sub] if sub else [])
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} -> {y!r}")
+    return "; ".join(out[:5])
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
     )
-    index_rng = torch.Generator().manual_seed(cfg.seed)  # shuffling and base negatives (CPU)
-    noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # diffusion noise
-    amp = cfg.dhns.precision == "bf16"
-
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        write_yaml(cfg, run_path / "config.yaml")
-
-    n = train_triples.shape[0]
-    batch_size = min(cfg.train.batch_size, n)
-    n_batches = math.ceil(n / batch_size)
-    metric = cfg.train.metric
-    history: list[dict] = []
-    best_value, best_epoch, best_valid, best_state = -math.inf, 0, {}, None
-    bad_evals = 0
-    stopped_early = False
-    cached = None
-    global_batch = 0
-    epoch = 0
-
-    with _progress(cfg.train.progress) as progress:
-        task = progress.add_task("train", total=cfg.train.epochs, loss=float("nan"), diff=float("nan"), val="-")
-        for epoch in range(1, cfg.train.epochs + 1):
-            model.train()
-            t_epoch = time.perf_counter()
-            sums = {"train_loss": 0.0, "kgc_loss": 0.0, "ha_loss": 0.0, "diffusion_loss": 0.0}
-            perm = torch.randperm(n, generator=index_rng).to(device)
-            for b in range(n_batches):
-                batch = train_triples[perm[b * batch_size : (b + 1) * batch_size]]
-                optimizer.zero_grad(set_to_none=True)
-
-                # 1. KGC loss on base negatives
-                neg = sampler.sample(batch.cpu(), global_batch, index_rng).to(device)  # [B, K, 3]
-                pos_score = model.score_triples(batch[:, 0], batch[:, 1], batch[:, 2])
-                neg_score = model.score_triples(neg[..., 0], neg[..., 1], neg[..., 2])
-                loss = kgc_loss(pos_score, neg_score, cfg.loss)
-                if cfg.loss.regularizer != "none" and cfg.loss.reg_weight > 0:
-                    loss = loss + cfg.loss.reg_weight * regularization_loss(model, cfg.loss)
-                _check_finite(loss, "the KGC loss", epoch, b)
-                sums["kgc_loss"] += loss.item()
-
-                if dhns is not None:
-                    # 2. generator update(s).  With dhns.detach_inputs false the diffusion loss also
-                    #    leaves gradients on the KGC model (the released behaviour); they are kept for
-                    #    the KGC step below because the model's gradients are not zeroed again.
-                    #    The batch is shuffled, so its first rows are a random subset (dhns.generator_fraction).
-                    n_gen = dhns.generator_rows_for(batch.shape[0])
-                    regenerate = cached is None or global_batch % cfg.dhns.refresh_every == 0
-                    n_new = dhns.rows_for(batch.shape[0]) if regenerate else 0
-                    #    One detached computation of the conditions serves the update and the generation.
-                    shared = dhns.shared_conditions(model, batch[: max(n_gen, n_new)])
-                    gen_rows = batch[:n_gen]
-                    gen_conditions = None if shared is None else (shared[0][:, :n_gen], shared[1][:, :n_gen])
-                    for _ in range(cfg.dhns.generator_steps):
-                        gen_optimizer.zero_grad(set_to_none=True)
-                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                            dloss = dhns.diffusion_loss(model, gen_rows, noise_rng, gen_conditions)
-                        _check_finite(dloss, "the diffusion loss", epoch, b)
-                        dloss.backward()
-                        gen_optimizer.step()
-                        sums["diffusion_loss"] += dloss.item() / cfg.dhns.generator_steps
-
-                    # 3. generate hardness levels (no gradients); refreshed every k batches
-                    if regenerate:
-                        cond = None if shared is None else shared[1][:, :n_new]
-                        cached = dhns.generate(model, batch[:n_new], noise_rng, cond)
-
-                    # 4. NTAT loss on the generated negatives
-                    ha = dhns.hardness_loss(model, cached, epoch)
-                    _check_finite(ha, "the hardness-adaptive loss", epoch, b)
-                    sums["ha_loss"] += ha.item()
-                    loss = loss + cfg.dhns.weight * ha
-
-                loss.backward()
-                optimizer.step()
-                sums["train_loss"] += loss.item()
-                global_batch += 1
-
-            stats = {k: v / n_batches for k, v in sums.items()}
-            stats["epoch_seconds"] = time.perf_counter() - t_epoch
-            progress.update(task, advance=1, loss=stats["train_loss"], diff=stats["diffusion_loss"])
-            for cb in callbacks:
-                hook = getattr(cb, "on_epoch_end", None)
-                if hook is not None:
-                    hook(epoch, stats)
-
-            # ---- evaluate, keep the best, stop early
-            if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
-                model.eval()
-                t_eval = time.perf_counter()
-                valid = evaluator.evaluate(model, valid_triples)
-                record = {"epoch": epoch, **stats, "eval_seconds": time.perf_counter() - t_eval, "valid": valid}
-                history.append(record)
-                value = valid[metric]
-                progress.update(task, val=f"{value:.4f}")
-                if value > best_value:
-                    best_value, best_epoch, best_valid, bad_evals = value, epoch, valid, 0
-                    best_state = _snapshot(model, dhns)
-                    if run_path is not None:
-                        _save_checkpoint(run_path / "checkpoint.pt", cfg, epoch, best_state, valid)
-                else:
-                    bad_evals += 1
-                if run_path is not None:
-                    (run_path / "metrics.json").write_text(json.dumps(history, indent=1))
-                for cb in callbacks:  # may raise StopTraining (pruning)
-                    hook = getattr(cb, "on_evaluation", None)
-                    if hook is not None:
-                        hook(epoch, valid, history)
-                if cfg.train.patience and bad_evals >= cfg.train.patience:
-                    stopped_early = True
-                    break
-
-    # ---- restore the best state and test it
-    if best_state is not None:
-        model.load_state_dict(best_state["model"])
-    test = None
-    if cfg.train.test:
-        model.eval()
-        test = evaluator.evaluate(model, dataset.test.to(device))
-    result = TrainResult(
-        config=cfg,
-        best_epoch=best_epoch,
-        best_valid=best_valid,
-        test=test,
-        history=history,
-        epochs_run=epoch,
-        seconds=time.perf_counter() - t_start,
-        run_dir=run_path,
-        dataset_fingerprint=dataset.fingerprint(),
-        stopped_early=stopped_early,
-    )
-    if run_path is not None:
-        (run_path / "result.json").write_text(json.dumps(result_summary(result), indent=1))
-    return result
 
 
 def _resolve_modalities(cfg: RunConfig, available: list[str]) -> RunConfig:
@@ -292,18 +361,6 @@ def _resolve_modalities(cfg: RunConfig, available: list[str]) -> RunConfig:
         cfg = cfg.model_copy(deep=True)
         cfg.dhns.modalities = used
     return cfg
-
-
-def _snapshot(model: torch.nn.Module, dhns) -> dict:
-    state = {"model": copy.deepcopy(model.state_dict())}
-    if dhns is not None:
-        state["generator"] = copy.deepcopy(dhns.generator.state_dict())
-    return state
-
-
-def _save_checkpoint(path: Path, cfg: RunConfig, epoch: int, state: dict, valid: dict) -> None:
-    payload = {"config": cfg.model_dump(mode="json"), "epoch": epoch, "valid": valid, **state}
-    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def result_summary(result: TrainResult) -> dict:
