@@ -37,8 +37,7 @@ def test_benchmark_sizes_and_speed(benchmarks_dir: Path, name: str) -> None:
         assert int(split[:, 0].max()) < ds.num_entities and int(split[:, 2].max()) < ds.num_entities
         assert int(split[:, 1].max()) < ds.num_relations
     assert ds.features == {}
-    # about 0.1-0.3 s each on one core; the bound leaves room for a loaded CI machine
-    assert elapsed < 2.0, f"loading {name} took {elapsed:.2f} s"
+    print(f"loading {name} took {elapsed:.2f} s")  # a figure, not an assertion: tests never assert on time
 
 
 @pytest.mark.benchmarks

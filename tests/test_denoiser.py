@@ -33,7 +33,8 @@ def test_sinusoidal_embedding_values() -> None:
     emb = sinusoidal_embedding(torch.tensor([0, 1, 50]), 6)
     assert emb.shape == (3, 6)
     assert torch.equal(emb[0], torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0]))  # sin 0, cos 0
-    freqs = torch.tensor([1.0, 10_000 ** (-1 / 3), 10_000 ** (-2 / 3)])
+    # half = 3 frequencies from 1 down to exactly 1/10000 (exponent i / (half - 1), the DDPM reference)
+    freqs = torch.tensor([1.0, 10_000 ** (-1 / 2), 10_000 ** (-2 / 2)])
     assert torch.allclose(emb[2], torch.cat([torch.sin(50 * freqs), torch.cos(50 * freqs)]), atol=1e-6)
     odd = sinusoidal_embedding(torch.tensor([3]), 7)
     assert odd.shape == (1, 7) and odd[0, -1].item() == 0.0

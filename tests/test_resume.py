@@ -41,7 +41,7 @@ def _resumed(cfg, dataset, run_dir, stops):
 
 @pytest.mark.parametrize("extra", [
     [],  # the cheap DHNS default: cached negatives are carried across the interruption
-    ["dhns.detach_inputs=false", "dhns.refresh_every=3"],
+    ["dhns.kgc_diffusion_weight=1.0", "dhns.refresh_every=3"],
     ["dhns.enabled=false", "negatives.filtered=true"],
 ], ids=["dhns", "dhns-undetached", "uniform"])
 def test_resumed_run_ends_bit_for_bit_where_the_uninterrupted_one_ends(extra, synth_dataset, tmp_path):

@@ -369,7 +369,7 @@ COND = """
       dhns.margin.bilinear_scale: {type: float, low: 0.5, high: 2.0, when: {model.scorer: [distmult]}}
       dhns.levels: {type: categorical, choices: ["0,0.1,0.125,0.25,0.5"]}
       model.dim: {type: int, low: 8, high: 32, step: 8}
-      dhns.detach_inputs: {type: bool}
+      negatives.filtered: {type: bool}
 """
 
 
@@ -404,13 +404,13 @@ def test_fixed_trial_and_encoded_choices_are_applied(tmp_path):
     space = load_space(write(tmp_path, COND))
     trial = optuna.trial.FixedTrial({
         "model.scorer": "distmult", "train.lr": 0.01, "dhns.margin.bilinear_scale": 1.5,
-        "dhns.levels": "0,0.1,0.125,0.25,0.5", "model.dim": 16, "dhns.detach_inputs": False,
+        "dhns.levels": "0,0.1,0.125,0.25,0.5", "model.dim": 16, "negatives.filtered": True,
     })
     sampled = suggest(trial, space)
     assert "model.gamma" not in sampled
     cfg = space.config(sampled)
     assert cfg.dhns.levels == [0.0, 0.1, 0.125, 0.25, 0.5]
-    assert cfg.dhns.margin.bilinear_scale == 1.5 and cfg.model.dim == 16 and cfg.dhns.detach_inputs is False
+    assert cfg.dhns.margin.bilinear_scale == 1.5 and cfg.model.dim == 16 and cfg.negatives.filtered is True
     assert cfg.train.epochs == 2  # fixed
     assert cfg.model.gamma == 12.0  # inactive: the base value stays
 

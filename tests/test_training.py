@@ -137,7 +137,7 @@ def test_separate_head_and_tail_chains(scorer, synth_dataset):
     dhns = DHNS(model, cfg.dhns, cfg.model, cfg.loss)
     triples = synth_dataset.train[:16]
     h, r, t = triples.unbind(-1)
-    x0, cond = dhns._conditions(model, triples, detach=True)
+    x0, cond = dhns._conditions(model, triples, 0.0)
     vh, vt = dhns._vectors(model, h), dhns._vectors(model, t)
     rel = model.relation(r).unsqueeze(-2)
     torch.testing.assert_close(x0[TAIL], vt)
@@ -186,9 +186,9 @@ def test_shared_conditions_change_nothing_but_the_work(synth_dataset, monkeypatc
     calls = []
     original = DHNS._conditions
 
-    def counting(self, model, triples, detach):
+    def counting(self, model, triples, grad_weight):
         calls.append(triples.shape[0])
-        return original(self, model, triples, detach)
+        return original(self, model, triples, grad_weight)
 
     monkeypatch.setattr(DHNS, "_conditions", counting)
     cfg = _cfg("train.epochs=2", "train.batch_size=1000", "dhns.refresh_every=1")

@@ -76,6 +76,11 @@ class ModelConfig(StrictModel):
         "frozen", description="keep raw feature rows fixed, or fine-tune them as the released code does"
     )
     normalize_entities: bool = Field(False, description="L2-normalise entity vectors (released TransE)")
+    missing: Literal["learned", "project"] = Field(
+        "learned", description="feature rows marked missing (all-zero): a learned per-modality vector, masked "
+        "out of the fusion (learned), or projected like any row, giving the projection's bias (project, the "
+        "released code)"
+    )
 
 
 class NegativeConfig(StrictModel):
@@ -145,9 +150,11 @@ class DHNSConfig(StrictModel):
         default_factory=lambda: ["structural", "visual", "textual"],
         description="semantic levels: spaces the generator runs in (absent tables are skipped)",
     )
-    scoring: Literal["auto", "average", "fused"] = Field(
-        "auto", description="score generated modality vectors per modality and average, or fuse them; "
-        "auto = released behaviour (average for distmult, fused otherwise)"
+    scoring: Literal["auto", "average", "fused", "structural"] = Field(
+        "auto", description="how generated modality vectors are scored: average = each against the true "
+        "vectors of its own modality, averaged over modalities; fused = fused like true entities; "
+        "structural = each against the true structural vectors, averaged (the released DistMult); "
+        "auto = average for distmult, fused otherwise"
     )
     levels: list[float] = Field(
         default_factory=lambda: [0.0, 0.1, 0.125, 0.25, 0.5],
@@ -158,8 +165,25 @@ class DHNSConfig(StrictModel):
     weight: float = Field(0.01, ge=0.0, description="lambda (mu in the released code)")
     generator_lr: float = Field(0.002, gt=0.0)
     generator_steps: int = Field(1, ge=0, description="generator updates per batch")
-    detach_inputs: bool = Field(True, description="false = released behaviour (diffusion loss trains the KGC model)")
-    diffusion_loss: Literal["mse", "l1"] = "mse"
+    kgc_diffusion_weight: float = Field(
+        0.0, ge=0.0, le=100.0,
+        description="how strongly the diffusion loss trains the KGC model (its embeddings and projections): "
+        "0 = generator inputs detached, the diffusion loss trains the generator only; 1 = the released code "
+        "(undetached inputs); values between scale that gradient",
+    )
+    diffusion_loss: Literal["mse", "l1"] = Field("mse", description="mse (the paper) or l1 (the released code)")
+    noise: Literal["independent", "shared"] = Field(
+        "independent", description="diffusion loss: own step and noise for the head and the tail of a "
+        "triple, or one for both (shared, the released code)"
+    )
+    head_chain: Literal["separate", "tail_step"] = Field(
+        "separate", description="generated heads from a reverse chain of their own, or (tail_step, the "
+        "released code) one head-conditioned step applied to the tail chain's state at each level"
+    )
+    condition: Literal["scorer", "inverted"] = Field(
+        "scorer", description="generator conditions composed as the scorer does (h o r for a tail, "
+        "t o r^-1 for a head), or with the inverse relation (inverted: the released TransE's h - r / t + r)"
+    )
     batch_fraction: float = Field(
         0.5, gt=0.0, le=1.0, description="fraction of each batch given generated negatives (released: 1.0)"
     )
@@ -170,6 +194,20 @@ class DHNSConfig(StrictModel):
         2, ge=1, description="regenerate negatives every k batches (the NTAT loss reuses them in between)"
     )
     precision: Literal["fp32", "bf16"] = "fp32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_detach_inputs(cls, data: object) -> object:
+        """Configs exported before ``kgc_diffusion_weight`` said ``detach_inputs``: true is 0, false is 1."""
+        if isinstance(data, dict) and "detach_inputs" in data:
+            data = dict(data)
+            legacy = data.pop("detach_inputs")
+            if not isinstance(legacy, bool):
+                raise ValueError(f"detach_inputs (replaced by kgc_diffusion_weight) must be a bool, got {legacy!r}")
+            if "kgc_diffusion_weight" in data:
+                raise ValueError("give kgc_diffusion_weight only (detach_inputs is its old on/off form)")
+            data["kgc_diffusion_weight"] = 0.0 if legacy else 1.0
+        return data
 
     @field_validator("levels")
     @classmethod

@@ -62,14 +62,17 @@ def sinusoidal_embedding(t: Tensor, width: int) -> Tensor:
 
     Args:
         t: ``[k]`` (long) steps.
-        width: embedding width ``w``; the first ``w // 2`` columns are sines, the next ``w // 2`` cosines
-            of ``t * MAX_PERIOD^(-i / (w // 2))``, and an odd width gets one zero column at the end.
+        width: embedding width ``w``; the first ``h = w // 2`` columns are sines, the next ``h`` cosines
+            of ``t * MAX_PERIOD^(-i / (h - 1))``, ``i = 0..h-1`` (frequencies from 1 down to exactly
+            ``1 / MAX_PERIOD``, as in the DDPM reference code and the released DHNS code), and an odd
+            width gets one zero column at the end.
 
     Returns:
         ``[k, w]`` float32 embeddings.
     """
     half = width // 2
-    freqs = torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    spacing = max(half - 1, 1)
+    freqs = torch.exp(torch.arange(half, device=t.device, dtype=torch.float32) * -(math.log(MAX_PERIOD) / spacing))
     args = t.to(torch.float32).unsqueeze(-1) * freqs
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
     if width % 2:

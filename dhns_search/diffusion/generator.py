@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -120,6 +120,10 @@ class DiffHEG(nn.Module):
         cond: Tensor,
         kind: DiffusionLoss = "mse",
         generator: torch.Generator | None = None,
+        *,
+        share: Sequence[int] = (),
+        t: Tensor | None = None,
+        eps: Tensor | None = None,
     ) -> Tensor:
         """Denoising loss: per example ``t ~ U{1..T}``, ``eps ~ N(0, I)``, predict ``eps`` from ``x_t``.
 
@@ -128,6 +132,10 @@ class DiffHEG(nn.Module):
             cond: ``[..., w]`` their conditions ``C(e, r)``, same shape.
             kind: ``"mse"`` (the paper) or ``"l1"`` (the released code), averaged over all elements.
             generator: source of ``t`` and ``eps``, on ``x0``'s device; ``None`` = the global RNG.
+            share: leading dimensions along which every example gets the same ``t`` and ``eps`` (the
+                released code draws one step and one noise for the head and the tail of a triple).
+            t: ``[...]`` (long, broadcastable to ``x0.shape[:-1]``) steps to use instead of drawing them.
+            eps: ``[..., w]`` (broadcastable to ``x0``) noise to use instead of drawing it.
 
         Returns:
             ``[]`` the scalar loss.
@@ -136,8 +144,12 @@ class DiffHEG(nn.Module):
             raise ConfigError(f"unknown diffusion loss {kind!r}; choose mse or l1")
         self._check_width(x0, cond)
         _check_generator(generator, x0.device)
-        t = torch.randint(1, self.steps + 1, x0.shape[:-1], generator=generator, device=x0.device)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        drawn = [1 if i in share else n for i, n in enumerate(x0.shape[:-1])]
+        if t is None:
+            t = torch.randint(1, self.steps + 1, drawn, generator=generator, device=x0.device)
+        if eps is None:
+            eps = torch.randn([*drawn, x0.shape[-1]], generator=generator, device=x0.device, dtype=x0.dtype)
+        t, eps = t.expand(x0.shape[:-1]), eps.expand(x0.shape)
         x_t = self.schedule.add_noise(x0, eps, t)
         # T + 1 embedding rows, gathered per example: the time MLP runs once per step, not per example.
         temb = self.denoiser.time_embedding(torch.arange(self.steps + 1, device=x0.device))[t]
@@ -145,6 +157,23 @@ class DiffHEG(nn.Module):
             eps_pred = self.denoiser(x_t, temb, cond)
         eps_pred = eps_pred.float()
         return F.mse_loss(eps_pred, eps) if kind == "mse" else F.l1_loss(eps_pred, eps)
+
+    @torch.no_grad()
+    def step_once(self, x: Tensor, t: int, cond: Tensor, z: Tensor | None) -> Tensor:
+        """One ancestral step ``x_t -> x_{t-1}`` from state ``x`` at step ``t`` (1..T) under condition ``cond``.
+
+        Args:
+            x: ``[..., w]`` the state; cond: ``[..., w]`` its conditions.
+            z: ``[..., w]`` standard normal noise (ignored at ``t = 1``; None = no noise).
+
+        Returns:
+            ``[..., w]`` float32 state ``x_{t-1}``.
+        """
+        self._check_width(x, cond)
+        temb = self.denoiser.time_embedding(torch.tensor([t], device=x.device))[0]
+        with self._autocast(x.device):
+            eps_pred = self.denoiser(x, temb, cond).float()
+        return self.schedule.step(eps_pred, t, x.float(), z)
 
     # ------------------------------------------------------------------ sampling
 

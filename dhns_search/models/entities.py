@@ -4,10 +4,12 @@ Method section 1: every entity has a learned structural vector ``e_s``; every fe
 (visual, textual, ...) gives ``e_m = P_m(feature_m[e])`` with a learned linear projection ``P_m`` to the
 entity width; the modality vectors are fused into one entity vector.
 
-Missing modalities.  A feature row whose ``mask`` is False (an all-zero row in the published files) is
-not projected: the entity gets a learned per-modality *missing* vector instead (so the generator still
-has something to work with in that space), and the fusion masks the modality out, so the entity's
-fused vector only mixes the modalities it really has.  The structural modality is always available.
+Missing modalities (``missing``).  With ``"learned"`` a feature row whose ``mask`` is False (an all-zero
+row in the published files) is not projected: the entity gets a learned per-modality *missing* vector
+instead (so the generator still has something to work with in that space), and the fusion masks the
+modality out, so the entity's fused vector only mixes the modalities it really has.  With ``"project"``
+(the released code) every row is projected, an all-zero row giving the projection's bias, and fused like
+any other.  The structural modality is always available.
 
 Fusion (``fusion``):
 
@@ -50,9 +52,12 @@ class _FeatureModality(nn.Module):
     """One feature table: raw rows (buffer or parameter), mask, projection and missing vector."""
 
     def __init__(
-        self, values: torch.Tensor, mask: torch.Tensor, width: int, *, finetune: bool, init_range: float
+        self, values: torch.Tensor, mask: torch.Tensor, width: int, *, finetune: bool, init_range: float,
+        project_missing: bool = False,
     ):
         super().__init__()
+        if project_missing:  # every row counts as present: zero rows are projected (the released code)
+            mask = torch.ones_like(mask, dtype=torch.bool)
         values = values.detach().to(torch.float32)
         if finetune:
             self.values = nn.Parameter(values.clone())
@@ -80,6 +85,7 @@ class MultimodalEntities(nn.Module):
         features: modality name -> table with ``values`` [N, fw] and ``mask`` [N] (may be empty).
         fusion: ``"attention"``, ``"mean"`` or ``"none"`` (see the module docstring).
         feature_mode: ``"frozen"`` keeps the raw rows fixed; ``"finetune"`` trains them (released code).
+        missing: ``"learned"`` or ``"project"`` (see the module docstring).
         normalize: L2-normalise the fused vector.
         normalize_modalities: also L2-normalise every modality vector before fusion.
         init_range: the structural table (and the missing vectors) start uniform in
@@ -94,6 +100,7 @@ class MultimodalEntities(nn.Module):
         *,
         fusion: Literal["attention", "mean", "none"] = "attention",
         feature_mode: Literal["frozen", "finetune"] = "frozen",
+        missing: Literal["learned", "project"] = "learned",
         normalize: bool = False,
         normalize_modalities: bool = False,
         init_range: float,
@@ -113,6 +120,9 @@ class MultimodalEntities(nn.Module):
         self.width = width
         self.fusion = fusion
         self.feature_mode = feature_mode
+        if missing not in ("learned", "project"):
+            raise ConfigError(f"model.missing: unknown mode {missing!r}; choose learned or project")
+        self.missing = missing
         self.normalize = normalize
         self.normalize_modalities = normalize_modalities
 
@@ -149,7 +159,8 @@ class MultimodalEntities(nn.Module):
                 f"feature table {name!r}: mask must be [{self.num_entities}], got {tuple(mask.shape)}"
             )
         return _FeatureModality(
-            values, mask, self.width, finetune=self.feature_mode == "finetune", init_range=init_range
+            values, mask, self.width, finetune=self.feature_mode == "finetune", init_range=init_range,
+            project_missing=self.missing == "project",
         )
 
     # ------------------------------------------------------------------ modality axis

@@ -63,6 +63,7 @@ class KGEModel(nn.Module):
             features,
             fusion=model_cfg.fusion,
             feature_mode=model_cfg.feature_mode,
+            missing=model_cfg.missing,
             normalize=model_cfg.normalize_entities,
             init_range=self.init_range,
         )

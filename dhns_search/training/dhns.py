@@ -26,13 +26,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from dhns_search.config.models import DHNSConfig, LossConfig, ModelConfig, RunConfig
+from dhns_search.config.models import STRUCTURAL, DHNSConfig, LossConfig, ModelConfig, RunConfig
 from dhns_search.diffusion import DiffHEG
+from dhns_search.diffusion.generator import NoiseFn
 from dhns_search.errors import ConfigError
 from dhns_search.training.ntat import margin_factors, margin_scale, ntat_loss
 from dhns_search.training.terms import BatchPosition, check_finite
 
 TAIL, HEAD = 0, 1
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient is multiplied by ``weight`` on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.weight, None
+
+
+def scale_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """``x`` with its gradient scaled by ``weight``: detached at 0, untouched at 1, scaled in between."""
+    if weight == 0:
+        return x.detach()
+    if weight == 1:
+        return x
+    return _ScaleGrad.apply(x, weight)
 
 
 @dataclass
@@ -85,6 +108,8 @@ class DHNS(nn.Module):
                 "but 'structural' is not in dhns.modalities"
             )
         self.scoring = scoring
+        #: index of the structural vectors on the model's modality axis (``scoring: structural``)
+        self.structural = available.index(STRUCTURAL)
         self.register_buffer(
             "level_weights",
             torch.tensor([cfg.level_weights[k] for k in self.active], dtype=torch.float32),
@@ -96,15 +121,19 @@ class DHNS(nn.Module):
         """ids: [B] -> [B, M, w] the generator's modality vectors of these entities."""
         return model.entities.modality_vectors(ids).index_select(-2, self.modality_index)
 
-    def _conditions(self, model: nn.Module, triples: torch.Tensor, detach: bool):
-        """triples: [B, 3] -> (x0 [2, B, M, w] true answers, cond [2, B, M, w] conditions)."""
+    def _conditions(self, model: nn.Module, triples: torch.Tensor, grad_weight: float):
+        """triples: [B, 3] -> (x0 [2, B, M, w] true answers, cond [2, B, M, w] conditions).
+
+        ``grad_weight`` scales the gradients that reach the KGC model through them (0: detached; 1: as they
+        are, the released code; see ``dhns.kgc_diffusion_weight``).
+        """
         h, r, t = triples.unbind(-1)
         vh, vt = self._vectors(model, h), self._vectors(model, t)
         rel = model.relation(r).unsqueeze(-2)  # [B, 1, wr]: the structural relation for every modality
-        if detach:
-            vh, vt, rel = vh.detach(), vt.detach(), rel.detach()
+        vh, vt, rel = (scale_grad(x, grad_weight) for x in (vh, vt, rel))
         scorer = model.scorer
-        cond = torch.stack([scorer.compose(vh, rel, "tail"), scorer.compose(vt, rel, "head")])
+        tail, head = ("tail", "head") if self.cfg.condition == "scorer" else ("head", "tail")
+        cond = torch.stack([scorer.compose(vh, rel, tail), scorer.compose(vt, rel, head)])
         x0 = torch.stack([vt, vh])
         return x0, cond
 
@@ -112,14 +141,14 @@ class DHNS(nn.Module):
     def shared_conditions(self, model: nn.Module, triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Detached ``(x0, cond)`` [2, B, M, w] of ``triples`` for both the generator update and the
         generation of one batch (rows 0..k of the result are those of ``triples[:k]``), or None when the
-        generator trains through the KGC model (``dhns.detach_inputs: false``) and needs its own graph.
+        generator trains the KGC model too (``dhns.kgc_diffusion_weight > 0``) and needs its own graph.
 
         The conditions depend only on the KGC model, which no optimiser step changes between the
         generator update and the generation, so computing them once is the same as computing them twice.
         """
-        if not self.cfg.detach_inputs:
+        if self.cfg.kgc_diffusion_weight > 0:
             return None
-        return self._conditions(model, triples, detach=True)
+        return self._conditions(model, triples, 0.0)
 
     # ------------------------------------------------------------------------------------ stage 2
     def diffusion_loss(
@@ -128,16 +157,23 @@ class DHNS(nn.Module):
         triples: torch.Tensor,
         generator: torch.Generator | None,
         conditions: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        draws: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """triples: [B, 3] -> scalar diffusion loss over both directions and every modality.
+        """triples: [B, 3] -> scalar diffusion loss: over both directions and every modality, the sum of
+        their mean losses (as the released code sums them).
 
         ``conditions``: their ``(x0, cond)`` from :meth:`shared_conditions`, or None to compute them.
+        ``draws``: ``(t, eps)`` to use instead of drawing them from ``generator`` (``t`` broadcastable to
+        [2, B, M], ``eps`` to [2, B, M, w]); with ``dhns.noise: shared`` the head and the tail share them.
         """
         if conditions is None:
-            conditions = self._conditions(model, triples, detach=self.cfg.detach_inputs)
+            conditions = self._conditions(model, triples, self.cfg.kgc_diffusion_weight)
         x0, cond = conditions
-        # mean over examples and modalities, times M: the released code sums the per-modality losses
-        return self.generator.loss(x0, cond, self.cfg.diffusion_loss, generator=generator) * len(self.modalities)
+        t, eps = draws if draws is not None else (None, None)
+        share = (0,) if self.cfg.noise == "shared" else ()
+        loss = self.generator.loss(x0, cond, self.cfg.diffusion_loss, generator=generator, share=share, t=t, eps=eps)
+        return loss * (2 * len(self.modalities))
 
     # ------------------------------------------------------------------------------------ stage 3
     @torch.no_grad()
@@ -147,20 +183,31 @@ class DHNS(nn.Module):
         triples: torch.Tensor,
         generator: torch.Generator | None,
         cond: torch.Tensor | None = None,
+        *,
+        noise: NoiseFn | None = None,
+        head_noise: NoiseFn | None = None,
     ) -> Generated:
         """triples: [B', 3] -> generated heads and tails at every hardness level (no gradients).
 
         ``cond``: their conditions [2, B', M, w] from :meth:`shared_conditions`, or None to compute them.
+        With ``dhns.head_chain: separate`` the tails and heads come from two chains (one denoiser call per
+        step for both); with ``tail_step`` (the released code) only the tail chain runs and the head of
+        level ``k`` is one head-conditioned step, at step ``k + 1``, applied to the tail chain's state
+        ``x_k``.  ``noise`` replaces the chain's noise source (:meth:`DiffHEG.sample`); ``head_noise(k)``
+        the ``z`` of the head step of level ``k`` (unused at ``k = 0``, which adds no noise).
         """
         if cond is None:
-            _, cond = self._conditions(model, triples, detach=True)
-        levels = self.generator.sample(
-            cond,
-            self.kept,
-            sampler=self.cfg.sampler,
-            sampler_steps=self.cfg.sampler_steps,
-            generator=generator,
-        )
+            _, cond = self._conditions(model, triples, 0.0)
+        chain = {"sampler": self.cfg.sampler, "sampler_steps": self.cfg.sampler_steps, "generator": generator, "noise": noise}
+        if self.cfg.head_chain == "separate":
+            return Generated(triples=triples, levels=self.generator.sample(cond, self.kept, **chain))
+        levels = []
+        for k, tail in zip(self.kept, self.generator.sample(cond[TAIL], self.kept, **chain)):
+            z = None
+            if k > 0:
+                z = head_noise(k) if head_noise is not None else torch.randn(
+                    tail.shape, generator=generator, device=tail.device)
+            levels.append(torch.stack([tail, self.generator.step_once(tail, k + 1, cond[HEAD], z)]))
         return Generated(triples=triples, levels=levels)
 
     # ------------------------------------------------------------------------------------ stage 4
@@ -169,16 +216,21 @@ class DHNS(nn.Module):
 
         The three negatives per level are: head replaced, tail replaced, both replaced.  With
         ``average`` scoring each modality's generated vector is scored against the same modality's
-        true vectors and the M scores are averaged; with ``fused`` the generated modality vectors are
-        fused by the model's fusion and scored against the fused true entities.
+        true vectors and the M scores are averaged; with ``structural`` against the true structural
+        vectors (the released DistMult); with ``fused`` the generated modality vectors are fused by the
+        model's fusion and scored against the fused true entities.
         """
         h, r, t = gen.triples.unbind(-1)
         pos = model.score_triples(h, r, t)
         rel = model.relation(r)
         scorer = model.scorer
         out = []
-        if self.scoring == "average":
-            vh, vt = self._vectors(model, h), self._vectors(model, t)  # [B, M, w], with gradients
+        if self.scoring in ("average", "structural"):
+            if self.scoring == "average":  # each modality against its own true vectors
+                vh, vt = self._vectors(model, h), self._vectors(model, t)  # [B, M, w], with gradients
+            else:  # every modality against the true structural vectors [B, 1, w]
+                vh, vt = (model.entities.modality_vectors(ids)[..., self.structural : self.structural + 1, :]
+                          for ids in (h, t))
             rel_m = rel.unsqueeze(-2)
             for lev in gen.levels:
                 gt, gh = lev[TAIL], lev[HEAD]
