@@ -55,13 +55,15 @@ def test_pth_tensor_and_dicts(tmp_path: Path) -> None:
         load_feature_table(tmp_path / "c.pth", "audio", N)
 
 
-def test_integer_tables_are_converted(tmp_path: Path) -> None:
-    ints = np.arange(N * 2, dtype=np.int32).reshape(N, 2)
-    ints[2] = 0
-    np.save(tmp_path / "i.npy", ints)
-    table = load_feature_table(tmp_path / "i.npy", "visual", N)
-    assert table.values.dtype == torch.float32 and table.values[4].tolist() == [8.0, 9.0]
-    assert table.mask.tolist() == [True, True, False, True, True]  # row 0 is [0, 1]: present
+def test_integer_tables_are_refused_and_half_precision_is_converted(tmp_path: Path) -> None:
+    np.save(tmp_path / "i.npy", np.arange(N * 2, dtype=np.int32).reshape(N, 2))
+    with pytest.raises(DataError, match=r"i.npy: expected floating-point feature vectors, found dtype int32"):
+        load_feature_table(tmp_path / "i.npy", "visual", N)
+    half = _table().astype(np.float16)
+    np.save(tmp_path / "h.npy", half)
+    table = load_feature_table(tmp_path / "h.npy", "visual", N)
+    assert table.values.dtype == torch.float32
+    assert torch.equal(table.values, torch.from_numpy(half.astype(np.float32)))
 
 
 def test_bad_tables_are_rejected_with_clear_messages(tmp_path: Path) -> None:
@@ -78,7 +80,7 @@ def test_bad_tables_are_rejected_with_clear_messages(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"2 row\(s\) contain NaN or inf \(first: row 2"):
         load_feature_table(tmp_path / "nan.npy", "visual", N)
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * N, dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="not a plain numeric .npy array"):
+    with pytest.raises(DataError, match=r"holds Python objects \(dtype object\)"):
         load_feature_table(tmp_path / "obj.npy", "visual", N)
     torch.save({"values": _table(), "meta": "x"}, tmp_path / "pickled.pth")  # numpy inside: not weights-only
     with pytest.raises(DataError, match=r"cannot be read with torch.load\(weights_only=True\)"):

@@ -158,3 +158,12 @@ def test_chance_formula_is_what_the_learnability_test_compares_to() -> None:
     n = 600
     chance = sum(1 / k for k in range(1, n + 1)) / n
     assert math.isclose(chance, (math.log(n) + 0.5772) / n, rel_tol=0.01)
+
+
+def test_tiny_fractions_still_give_non_empty_splits(tmp_path) -> None:
+    """round(0.001 * 200) is 0; an empty split would be refused by the loader, so each gets one triple."""
+    cfg = SynthConfig(num_entities=20, num_relations=2, num_triples=200, valid_fraction=0.001, test_fraction=0.001)
+    graph = generate(cfg)
+    assert (len(graph.train), len(graph.valid), len(graph.test)) == (198, 1, 1)
+    synthesize(cfg, tmp_path / "g")
+    assert len(load_dataset(tmp_path / "g").valid) == 1

@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from dhns_search.cli._app import cli_errors, console, data_app, echo_err, features_app
+from dhns_search.cli._app import cli_errors, console, data_app, echo_err, err_console, features_app
 from dhns_search.config.io import validate_model
 from dhns_search.config.models import SynthConfig
-from dhns_search.data.openke import load_dataset
+from dhns_search.data.openke import dataset_warnings, load_dataset
 from dhns_search.data.stats import CATEGORY_NAMES, DatasetSummary, summarize
 from dhns_search.data.synth import synthesize
 from dhns_search.errors import DataError
@@ -71,7 +72,7 @@ def render_summary(summary: DatasetSummary) -> None:
     if summary.warnings:
         console.print(f"[yellow]{len(summary.warnings)} warning(s):[/]")
         for warning in summary.warnings:
-            console.print(f"  [yellow]-[/] {warning}", highlight=False)
+            console.print(f"  [yellow]-[/] {escape(warning)}", highlight=False)
 
 
 @data_app.command("info")
@@ -86,8 +87,8 @@ def info(path: DatasetDir) -> None:
 def check(path: DatasetDir) -> None:
     """Validate a dataset and its feature tables; print 'ok' or the problem (non-zero exit)."""
     dataset = load_dataset(path)
-    for warning in dataset.warnings:
-        echo_err(f"[yellow]warning:[/] {warning}")
+    for warning in dataset_warnings(dataset):
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print("ok")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -12,14 +13,31 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import ConfigError
+from dhns_search.errors import ConfigError, DhnsError
 from dhns_search.files import atomic_write_text
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2), not as the string PyYAML 1.1 makes."""
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2), not as the string PyYAML 1.1 makes.
+
+    A value its constructor cannot build (``!!int x``, an integer of 5,000 digits, ``2001-13-45``)
+    raises a ``ConstructorError`` with the value's position instead of a bare ``ValueError``.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, ArithmeticError) as err:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else node.tag
+            shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value {shown!r} ({reason})", node.start_mark
+            ) from None
 
 
 _Loader.add_implicit_resolver(
@@ -47,18 +65,212 @@ def _repr_none(dumper: yaml.SafeDumper, _: None) -> yaml.Node:
 _Dumper.add_representer(type(None), _repr_none)
 
 
-def parse_yaml_text(text: str, source: str = "<string>") -> Any:
+# ------------------------------------------------------------------------------------ reading
+#: Leading bytes of common binary formats, so a message says what a file is instead of "not UTF-8".
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"PK\x03\x04", "a zip archive (a .zip, .npz or torch .pth/.pt file)"),
+    (b"BZh91AY&SY", "a bzip2-compressed file"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
+    (b"\x93NUMPY", "a numpy .npy array"),
+    (b"\x80\x02", "a Python pickle"),
+    (b"\x80\x03", "a Python pickle"),
+    (b"\x80\x04", "a Python pickle"),
+    (b"\x80\x05", "a Python pickle"),
+    (b"\x89PNG", "a PNG image"),
+    (b"%PDF", "a PDF document"),
+)
+_WIDE_BOMS: tuple[tuple[bytes, str], ...] = (  # longest first: FF FE starts both
+    (b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"),
+)
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What a file starting with the bytes ``head`` is, when they are the signature of a common binary
+    format (``"a gzip-compressed file"``); None otherwise."""
+    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+
+
+def decode_text(raw: bytes, label: str, error: type[DhnsError] = ConfigError) -> str:
+    """The text of a file's bytes ``raw``: UTF-8, with an optional UTF-8 byte-order mark (dropped).
+
+    A known binary format (compressed, zip, ``.npy``, pickle, image), a NUL byte, UTF-16/32 text and
+    invalid UTF-8 raise ``error`` with one message naming ``label`` and, where it means something, the
+    line.  Shared by the YAML reader and the OpenKE reader (:mod:`dhns_search.data.openke`).
+    """
+    kind = binary_kind(raw)
+    if kind is not None:
+        raise error(f"{label}: {kind}, not a text file")
+    for bom, encoding in _WIDE_BOMS:
+        if raw.startswith(bom):
+            raise error(f"{label}: {encoding} text (byte-order mark {bom.hex(' ').upper()}); save it as UTF-8")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise error(f"{label} line {line}: a NUL byte (offset {nul}): binary data, not a text file")
     try:
-        return yaml.load(text, Loader=_Loader)
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        byte = raw[err.start : err.start + 1].hex().upper()
+        raise error(
+            f"{label} line {line}: not UTF-8 text (byte 0x{byte} at offset {err.start}); save the file as UTF-8"
+        ) from None
+
+
+def read_text_file(path: str | Path, label: str | None = None, error: type[DhnsError] = ConfigError) -> str:
+    """Read ``path`` as UTF-8 text (see :func:`decode_text`); any problem raises ``error`` naming it.
+
+    A missing path, a directory, a broken symbolic link and anything that is not a regular file (a FIFO
+    would block the reader) are refused before opening; an ``OSError`` while reading (permissions, I/O)
+    is reported with its reason.
+    """
+    path = Path(path)
+    label = label or str(path)
+    if not path.is_file():
+        raise error(f"{label}: {not_a_file_reason(path)}")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"{label}: cannot be read: {err.strerror or err}") from None
+    return decode_text(raw, label, error)
+
+
+def not_a_file_reason(path: Path) -> str:
+    """Why ``path``, for which ``is_file()`` is False, is not a regular file one can read."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+    if path.is_dir():
+        return "a directory, not a file"
+    if path.exists():
+        return "not a regular file (a FIFO, socket or device)"
+    return "no such file"
+
+
+def _yaml_error_message(err: yaml.YAMLError, text: str, source: str) -> str:
+    """One line for a PyYAML error: the file, the line and column, and what is wrong."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return f"{source}: not valid YAML: {' '.join(str(err).split())}"
+    mark = err.problem_mark
+    where = f"{source} line {mark.line + 1}"
+    problem = err.problem or "syntax error"
+    if "'\\t'" in problem:  # PyYAML: "found character '\t' that cannot start any token"
+        lines = text.split("\n")
+        line = lines[mark.line] if mark.line < len(lines) else ""
+        if "\t" in line[: len(line) - len(line.lstrip(" \t"))]:
+            return f"{where}: a tab in the indentation; YAML indents with spaces only"
+        return (f"{where}, column {mark.column + 1}: a tab character; YAML separates keys, values and "
+                "items with spaces only")
+    if err.context == "expected a single document in the stream":
+        return f"{where}: a second YAML document (after ---); a file holds one document"
+    context = ""
+    if err.context:
+        context = f" ({err.context}"
+        if err.context_mark is not None and err.context_mark.line != mark.line:
+            context += f" on line {err.context_mark.line + 1}"
+        context += ")"
+    return f"{where}, column {mark.column + 1}: not valid YAML: {problem}{context}"
+
+
+def _check_duplicate_keys(loader: _Loader, root: yaml.Node, source: str) -> None:
+    """Refuse a mapping that repeats a key, at any depth (PyYAML would silently keep the last one).
+
+    Keys are compared as the dict built from them would (``1`` and ``0x1``, ``~`` and ``null`` are the
+    same key).  ``<<`` merge keys are skipped: an explicit key overriding a merged one is what merging
+    is for.  Aliased nodes are visited once, so recursive documents terminate.
+    """
+    visited: set[int] = set()
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                full = f"{path}.{key_node.value}" if path else str(key_node.value)
+                key = loader.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    raise ConfigError(
+                        f"{source} line {line}: duplicate key {full} (first on line {first_line[key]}); "
+                        "YAML would silently keep only the last value: remove one"
+                    )
+                first_line[key] = line
+                stack.append((value_node, full))
+
+
+def parse_yaml_text(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text (one document); errors raise :class:`ConfigError` naming ``source`` and the line.
+
+    On top of PyYAML's own checks, a key repeated in one mapping (at any depth) is refused: PyYAML
+    would keep the last value without a word.  A leading UTF-8 byte-order mark is ignored.
+    """
+    text = text.removeprefix("\ufeff")
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicate_keys(loader, node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+        raise ConfigError(_yaml_error_message(err, text, source)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> Any:
+    """Read the one YAML document of a file; every problem raises :class:`ConfigError` naming the file.
+
+    Decisions (tested in ``tests/test_bad_yaml.py``): a UTF-8 byte-order mark is accepted.  Refused, each
+    with one message naming the file and, where it makes sense, the line: a missing path, a directory,
+    a broken link, a non-regular file, an unreadable file; binary content (compressed, zip, pickle, a
+    NUL byte), UTF-16/32 and other non-UTF-8 text; invalid YAML, tabs in the indentation, duplicate keys
+    at any depth; a file without content (empty, or only blank lines, comments, ``---`` or ``null``):
+    write ``{}`` for an empty mapping.  The value may be any YAML type; :func:`read_yaml_mapping` also
+    requires a mapping at the top level.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    return parse_yaml_text(path.read_text(encoding="utf-8"), str(path))
+    text = read_text_file(path, str(path), ConfigError)
+    data = parse_yaml_text(text, str(path))
+    if data is None:
+        what = "the file is empty" if not text.strip() else "no content (only blank lines, comments or null)"
+        raise ConfigError(f"{path}: {what}; write {{}} for an empty mapping")
+    return data
+
+
+def read_yaml_mapping(path: str | Path, what: str = "a mapping") -> dict:
+    """:func:`read_yaml` for a file whose top level must be a mapping (a configuration, a space file).
+
+    ``what`` names the expected content in the message, e.g. "a mapping of configuration settings".
+    """
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected {what} (key: value lines) at the top level, found {_kind(data)}")
+    return data
+
+
+def _kind(value: Any) -> str:
+    """``value``'s YAML type in words, for messages."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    return f"a {type(value).__name__}"
 
 
 def dump_yaml(data: Any) -> str:
@@ -182,10 +394,7 @@ def load_config(
         data = read_preset(preset)
         sources.append(f"preset {preset}")
     if path is not None:
-        raw = read_yaml(path)
-        if raw is not None and not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        data = deep_merge(data, raw or {})
+        data = deep_merge(data, read_yaml_mapping(path, "a mapping of configuration settings"))
         sources.append(str(path))
     data = apply_overrides(data, overrides)
     if overrides:

@@ -9,8 +9,16 @@ from dhns_search.data.features import (
     discover_feature_files,
     load_feature_table,
     published_name,
+    table_warnings,
 )
-from dhns_search.data.openke import KGDataset, cache_root, load_dataset, load_from_config
+from dhns_search.data.openke import (
+    KGDataset,
+    cache_root,
+    check_splits,
+    dataset_warnings,
+    load_dataset,
+    load_from_config,
+)
 from dhns_search.data.stats import DatasetSummary, relation_categories, summarize
 from dhns_search.data.synth import SyntheticGraph, generate, synthesize
 
@@ -21,6 +29,8 @@ __all__ = [
     "KGDataset",
     "SyntheticGraph",
     "cache_root",
+    "check_splits",
+    "dataset_warnings",
     "discover_feature_files",
     "generate",
     "load_dataset",
@@ -30,4 +40,5 @@ __all__ = [
     "relation_categories",
     "summarize",
     "synthesize",
+    "table_warnings",
 ]

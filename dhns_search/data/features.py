@@ -9,8 +9,10 @@ datasets is recorded as such in :attr:`FeatureTable.published`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dhns_search.config.io import binary_kind, not_a_file_reason
 from dhns_search.errors import DataError
 
 #: Modality names looked for as ``<anything>-<name>.{pth,pt,npy}`` beside the OpenKE files.
@@ -100,17 +103,20 @@ class FeatureTable:
         """Validate ``values`` [num_entities, width] and build the table (mask = row not all-zero)."""
         label = f"feature file {source}" if source else f"feature table {name!r}"
         if isinstance(values, np.ndarray):
-            if values.dtype.kind not in "biuf":
-                raise DataError(f"{label}: expected real numbers, found dtype {values.dtype}")
+            if values.dtype.kind != "f":
+                raise DataError(f"{label}: {_dtype_problem(str(values.dtype), values.dtype.kind in 'biu')}")
             values = torch.from_numpy(np.ascontiguousarray(values))
         tensor = values
         if not isinstance(tensor, torch.Tensor):
             raise DataError(f"{label}: expected an array, found {type(values).__name__}")
-        if tensor.is_complex() or tensor.dtype == torch.bool:
-            raise DataError(f"{label}: expected real numbers, found dtype {tensor.dtype}")
+        if tensor.layout != torch.strided:
+            raise DataError(f"{label}: a {tensor.layout} tensor; save a dense tensor (tensor.to_dense())")
+        if not tensor.is_floating_point():
+            integer = not tensor.is_complex()
+            raise DataError(f"{label}: {_dtype_problem(str(tensor.dtype).removeprefix('torch.'), integer)}")
         if tensor.dim() != 2:
             raise DataError(
-                f"{label} has shape {tuple(tensor.shape)}, expected 2 dimensions [entities, width]"
+                f"{label} has shape {tuple(tensor.shape)}, expected 2 dimensions (entities, width)"
             )
         rows, width = tensor.shape
         if rows != num_entities:
@@ -127,6 +133,16 @@ class FeatureTable:
             )
         mask = tensor.ne(0).any(dim=1)
         return cls(name=name, values=tensor, mask=mask, source=source, published=published)
+
+
+def _dtype_problem(dtype: str, integer_or_bool: bool) -> str:
+    """The message for a feature table whose values are not floating-point numbers."""
+    if integer_or_bool:
+        return (f"expected floating-point feature vectors, found dtype {dtype} (integer or boolean values "
+                "are usually ids or labels, not features; convert them to float32 if they really are)")
+    if dtype in ("object", "O"):
+        return "holds Python objects (dtype object); expected a numeric array"
+    return f"expected floating-point feature vectors, found dtype {dtype}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,37 +177,86 @@ def _pick_from_dict(obj: dict, name: str, label: str) -> torch.Tensor:
         return next(iter(tensors.values()))
     if name in tensors:
         return tensors[name]
-    keys = ", ".join(repr(str(k)) for k in list(obj)[:10])
+    if not obj:
+        raise DataError(f"{label}: an empty dict; expected a tensor, or a dict with a tensor under {name!r}")
+    keys = ", ".join(repr(str(k)) for k in list(obj)[:10]) + (", ..." if len(obj) > 10 else "")
+    if not tensors:
+        raise DataError(f"{label}: a dict with keys {keys} and no tensor in it; expected a tensor under {name!r}")
     raise DataError(
         f"{label}: a dict with keys {keys}; expected a single tensor or a tensor under the key {name!r}"
     )
 
 
+def _first_line(err: BaseException, limit: int = 160) -> str:
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _file_kind(head: bytes) -> str:
+    """What a feature file that is not in the format its suffix promises seems to be, for messages."""
+    kind = binary_kind(head)
+    if kind is not None:
+        return kind
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data of an unknown format"
+    return "text"
+
+
 def read_feature_array(path: Path, name: str) -> np.ndarray | torch.Tensor:
-    """Read the raw array of a feature file (``.npy``, ``.pth`` or ``.pt``), not yet validated."""
+    """Read the raw array of a feature file (``.npy``, ``.pth`` or ``.pt``), not yet validated.
+
+    Refused with one :class:`DataError` naming the file: a missing file, a directory, a broken link or
+    another non-regular file, an empty file, a file that is not in the format of its suffix (e.g. text
+    or a zip archive named ``.npy``), a truncated or damaged file, a ``.npy`` of Python objects, a torch
+    file holding something other than a tensor (or a dict without a tensor under ``name``), and an
+    unreadable file.
+    """
     label = f"feature file {path}"
     if not path.is_file():
-        raise DataError(f"{label}: no such file")
+        raise DataError(f"{label}: {not_a_file_reason(path)}")
     suffix = path.suffix.lower()
+    if suffix not in FEATURE_SUFFIXES:
+        raise DataError(f"{label}: unsupported suffix {path.suffix!r} (use .npy, .pth or .pt)")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError as err:
+        raise DataError(f"{label}: cannot be read: {err.strerror or err}") from None
+    if not head:
+        raise DataError(f"{label}: the file is empty (0 bytes)")
     if suffix == ".npy":
+        if not head.startswith(b"\x93NUMPY"):
+            raise DataError(f"{label}: not a .npy file ({_file_kind(head)})")
         try:
             return np.load(path, allow_pickle=False)
         except ValueError as err:
-            raise DataError(f"{label}: not a plain numeric .npy array ({err})") from None
+            if "allow_pickle" in str(err) and "bject" in str(err):
+                raise DataError(f"{label}: {_dtype_problem('object', False)}") from None
+            raise DataError(f"{label}: truncated or damaged .npy file ({_first_line(err)})") from None
+        except EOFError as err:
+            raise DataError(f"{label}: truncated or damaged .npy file ({_first_line(err)})") from None
         except OSError as err:
-            raise DataError(f"{label}: cannot be read as .npy ({err})") from None
-    if suffix in (".pth", ".pt"):
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises many types (UnpicklingError, ...)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"{label}: cannot be read with torch.load(weights_only=True): {first}") from None
-        if isinstance(obj, dict):
-            obj = _pick_from_dict(obj, name, label)
-        if not isinstance(obj, torch.Tensor):
-            raise DataError(f"{label}: holds a {type(obj).__name__}, expected a tensor or a dict of tensors")
-        return obj
-    raise DataError(f"{label}: unsupported suffix {path.suffix!r} (use .npy, .pth or .pt)")
+            raise DataError(f"{label}: cannot be read: {err.strerror or err}") from None
+    # .pth / .pt: the zip format of torch.save, or the legacy format (a pickle stream)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise DataError(f"{label}: not a torch file ({_file_kind(head)})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise DataError(f"{label}: cannot be read: {err.strerror or err}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, ...)
+        raise DataError(
+            f"{label}: cannot be read with torch.load(weights_only=True): truncated or damaged, or it "
+            f"holds objects other than tensors ({_first_line(err)})"
+        ) from None
+    if isinstance(obj, dict):
+        obj = _pick_from_dict(obj, name, label)
+    if not isinstance(obj, torch.Tensor):
+        raise DataError(f"{label}: holds a {type(obj).__name__}, expected a tensor or a dict of tensors")
+    return obj
 
 
 def load_feature_table(path: str | os.PathLike[str], name: str, num_entities: int) -> FeatureTable:
@@ -203,24 +268,34 @@ def load_feature_table(path: str | os.PathLike[str], name: str, num_entities: in
     )
 
 
+def _regular_file(path: Path) -> Path:
+    """``path``, or a :class:`DataError` when a feature file's name is taken by something that is not
+    a regular file (a directory, a broken link, a FIFO): it would otherwise be skipped in silence."""
+    if not path.is_file():
+        raise DataError(f"feature file {path}: {not_a_file_reason(path)}")
+    return path
+
+
 def discover_feature_files(root: Path) -> dict[str, Path]:
     """Feature files of a dataset directory by modality name.
 
     Looks for ``root/features/<name>.{npy,pth,pt}`` (any name) and ``root/<anything>-<name>.{pth,pt,npy}``
-    (name visual or textual).  Two files for one modality is an error: name the one to use explicitly.
+    (name visual or textual); hidden files (``.name``) are ignored.  Two files for one modality is an
+    error (name the one to use explicitly), and so is such a name held by a directory or another
+    non-regular file.
     """
     found: dict[str, list[Path]] = {}
     feature_dir = root / FEATURE_DIR
     if feature_dir.is_dir():
         for file in sorted(feature_dir.iterdir()):
-            if file.is_file() and file.suffix.lower() in FEATURE_SUFFIXES and not file.name.startswith("."):
-                found.setdefault(file.stem, []).append(file)
+            if file.suffix.lower() in FEATURE_SUFFIXES and not file.name.startswith("."):
+                found.setdefault(file.stem, []).append(_regular_file(file))
     for file in sorted(root.iterdir()):
-        if not file.is_file() or file.suffix.lower() not in FEATURE_SUFFIXES or "-" not in file.stem:
+        if file.suffix.lower() not in FEATURE_SUFFIXES or "-" not in file.stem or file.name.startswith("."):
             continue
         modality = file.stem.rsplit("-", 1)[1]
         if modality in STANDARD_MODALITIES:
-            found.setdefault(modality, []).append(file)
+            found.setdefault(modality, []).append(_regular_file(file))
     duplicates = {k: v for k, v in found.items() if len(v) > 1}
     if duplicates:
         name, files = next(iter(duplicates.items()))
@@ -280,6 +355,76 @@ def load_feature_tables(
             tables[name] = FeatureTable.placeholder(name, num_entities, int(placeholders[name]))
         else:
             tables[name] = load_feature_table(files[name], name, num_entities)
-            if tables[name].present == 0:
-                warnings.append(f"feature table {name!r}: every row is zero (modality missing everywhere)")
     return tables, warnings
+
+
+# --------------------------------------------------------------------------------------------------
+# Warnings
+# --------------------------------------------------------------------------------------------------
+
+#: Dataset names of the published tables ("MKG-Y-visual.pth" -> "MKG-Y").
+PUBLISHED_DATASETS = tuple(dict.fromkeys(t.file.rsplit("-", 1)[0] for t in PUBLISHED_TABLES))
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _published_dataset(name: str) -> str | None:
+    """The published dataset (DB15K, MKG-W, MKG-Y) ``name`` refers to, ignoring case and punctuation
+    (``"mkg_y-copy"`` -> ``"MKG-Y"``), or None."""
+    squashed = _squash(name)
+    return next((d for d in PUBLISHED_DATASETS if _squash(d) in squashed), None)
+
+
+def _file_modality_and_dataset(source: str) -> tuple[str | None, str | None]:
+    """The modality and the published dataset a feature file's name claims (``MKG-Y-visual.pth`` ->
+    ``("visual", "MKG-Y")``, ``features/textual.npy`` -> ``("textual", None)``)."""
+    stem = Path(source).stem
+    prefix, _, last = stem.rpartition("-")
+    modality = last if last in STANDARD_MODALITIES else None
+    return modality, _published_dataset(prefix) if prefix else None
+
+
+def table_warnings(tables: Mapping[str, FeatureTable], dataset_name: str | None = None) -> list[str]:
+    """Warnings about loaded feature tables: legal, but probably not what the user meant.
+
+    * a table read from a file whose every row is zero (the modality is missing for every entity);
+    * a wrongly named table: a byte copy of a published table of another modality (``visual`` holding
+      ``MKG-Y-textual.pth``) or of another dataset than ``dataset_name`` (MKG-W and MKG-Y both have
+      15,000 entities, so a swap passes the row check); a file whose name says another modality or
+      another published dataset; a table name that is not a standard modality but close to one
+      (``Visual``, ``visaul``), since tables are matched by exact name.
+
+    Placeholders (``source`` None) are all-zero by design and get no warning.
+    """
+    out: list[str] = []
+    own_dataset = _published_dataset(dataset_name) if dataset_name else None
+    for name, table in tables.items():
+        if table.source is None:
+            continue
+        where = f"feature table {name!r} ({Path(table.source).name})"
+        if table.present == 0:
+            out.append(f"feature table {name!r}: every row is zero (modality missing everywhere)")
+        if table.published is not None:
+            pub_modality, pub_dataset = _file_modality_and_dataset(table.published)
+            if name in STANDARD_MODALITIES and pub_modality is not None and pub_modality != name:
+                out.append(f"{where} is the published {table.published}, a {pub_modality} table: "
+                           "check the file names")
+                continue
+            if own_dataset is not None and pub_dataset is not None and pub_dataset != own_dataset:
+                out.append(f"{where} is the published {table.published}, but the dataset is {dataset_name}")
+                continue
+        file_modality, file_dataset = _file_modality_and_dataset(table.source)
+        if name in STANDARD_MODALITIES and file_modality is not None and file_modality != name:
+            out.append(f"{where}: the file name says {file_modality}; check data.features")
+            continue
+        if own_dataset is not None and file_dataset is not None and file_dataset != own_dataset:
+            out.append(f"{where}: the file name says {file_dataset}, but the dataset is {dataset_name}")
+            continue
+        if name not in STANDARD_MODALITIES:
+            close = difflib.get_close_matches(name.lower(), STANDARD_MODALITIES, n=1, cutoff=0.75)
+            if close:
+                out.append(f"feature table {name!r}: not a standard modality name; did you mean "
+                           f"{close[0]!r}? (tables and data.modalities are matched by exact name)")
+    return out

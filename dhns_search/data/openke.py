@@ -2,7 +2,7 @@
 
 A dataset directory holds::
 
-    entity2id.txt     first line = count, then ``name id`` (the id is the last whitespace-separated field,
+    entity2id.txt     first line = count, then ``name id`` (the id is the last space- or tab-separated field,
     relation2id.txt   so a name may itself contain spaces)
     train2id.txt      first line = count, then ``head tail relation`` ids (note the column order)
     valid2id.txt
@@ -13,14 +13,17 @@ plus optional modality feature tables (see :mod:`dhns_search.data.features`).  T
 
 Every problem with the files raises :class:`~dhns_search.errors.DataError` naming the file and the line
 (``MKG-Y/train2id.txt line 17: relation id 31 out of range (28 relations)``).  Suspicious but legal
-content (duplicate triples, evaluation triples whose entities never occur in training) is reported in
-``KGDataset.warnings`` instead.
+content (duplicate triples, evaluation triples whose entities never occur in training, an all-zero or
+wrongly named feature table) is reported by :func:`dataset_warnings` (stored in ``KGDataset.warnings``
+at load time) instead.  :func:`read_triples` lists what the reader accepts (a byte-order mark, CRLF,
+tabs) and refuses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -30,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dhns_search.config.io import not_a_file_reason, read_text_file
 from dhns_search.config.models import DataConfig
-from dhns_search.data.features import FeatureTable, load_feature_tables
+from dhns_search.data.features import FeatureTable, load_feature_tables, table_warnings
 from dhns_search.errors import DataError
 
 ENTITY_FILE = "entity2id.txt"
@@ -59,7 +63,10 @@ class KGDataset:
     valid: torch.Tensor
     test: torch.Tensor
     features: dict[str, FeatureTable] = field(default_factory=dict)
+    #: what :func:`dataset_warnings` returned when the dataset was loaded
     warnings: list[str] = field(default_factory=list)
+    #: notes of the loader that the content cannot show (a placeholder replacing a feature file)
+    load_notes: list[str] = field(default_factory=list)
 
     @property
     def num_entities(self) -> int:
@@ -94,56 +101,96 @@ class KGDataset:
 
 
 def _read_text(path: Path, label: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{label}: not UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise DataError(f"{label}: cannot be read: {err.strerror or err}") from None
+    """The UTF-8 text of a dataset file (byte-order mark dropped); binary, non-UTF-8 or unreadable
+    files raise :class:`DataError` (see :func:`dhns_search.config.io.decode_text`)."""
+    return read_text_file(path, label, DataError)
+
+
+#: Characters a split file may hold: ASCII digits, signs, spaces, tabs and line ends.
+_TRIPLE_CHARS = re.compile(r"[0-9+\- \t\n\r]*")
+#: One id token: optional sign, ASCII digits (``int`` alone would also take ``1_000`` and ``٣``).
+_ID_TOKEN = re.compile(r"[+-]?[0-9]+")
+#: Fields are separated by runs of spaces and tabs, nothing else.
+_SEPARATORS = re.compile(r"[ \t]+")
+
+
+#: Longest id / count token read as a number; longer ones are shown cut and treated as out of range
+#: (``int`` refuses strings over 4,300 digits, and no dataset has 10**30 entities).
+_MAX_DIGITS = 30
+
+
+def _int(token: str) -> int | None:
+    """The value of a token matching ``_ID_TOKEN``, or None when it has over ``_MAX_DIGITS`` digits."""
+    return int(token) if len(token.lstrip("+-")) <= _MAX_DIGITS else None
+
+
+def _shown(token: str) -> str:
+    return token if len(token) <= _MAX_DIGITS else f"{token[:_MAX_DIGITS - 3]}..."
+
+
+def _fields(line: str) -> list[str]:
+    """The space/tab separated fields of a line."""
+    stripped = line.strip(" \t")
+    return _SEPARATORS.split(stripped) if stripped else []
 
 
 def _split_header(text: str, label: str, what: str) -> tuple[int, list[str]]:
     """Parse the count line; return ``(count, body lines)`` where body line i is file line i + 2."""
+    if not text.strip():
+        raise DataError(f"{label}: the file is empty (expected the number of {what} on line 1)")
     # only "\n" ends a line (str.splitlines would also split at \x85, \u2028 ... inside names)
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    if not lines or not lines[0].strip():
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines if "\r" in text else (), start=1):
+        if "\r" in line.rstrip("\r"):
+            raise DataError(
+                f"{label} line {lineno}: a carriage return inside the line (old Mac line ends?); "
+                "lines must end with LF or CRLF"
+            )
+    lines = [line.rstrip("\r") for line in lines]
+    first = lines[0].strip(" \t")
+    if not first:
         raise DataError(f"{label} line 1: expected the number of {what}, found an empty line")
-    first = lines[0].strip()
-    try:
-        count = int(first)
-    except ValueError:
-        raise DataError(f"{label} line 1: expected the number of {what}, found {first[:40]!r}") from None
-    if count < 0:
-        raise DataError(f"{label} line 1: the number of {what} is negative ({count})")
+    if not _ID_TOKEN.fullmatch(first):
+        raise DataError(f"{label} line 1: expected the number of {what}, found {first[:40]!r}")
+    count = _int(first)
+    if first.startswith("-") and count != 0:
+        raise DataError(f"{label} line 1: the number of {what} is negative ({_shown(first)})")
     body = lines[1:]
     # Trailing blank lines are common and harmless; blank lines inside the body are errors (below).
-    while body and not body[-1].strip():
+    while body and not body[-1].strip(" \t"):
         body.pop()
-    if len(body) != count:
-        raise DataError(f"{label} line 1: count line says {count:,} {what} but the file has {len(body):,}")
-    return count, body
+    if count != len(body):
+        said = f"{count:,}" if count is not None else _shown(first)
+        raise DataError(f"{label} line 1: count line says {said} {what} but the file has {len(body):,}")
+    return len(body), body
 
 
 def read_id_map(path: Path, label: str, what: str) -> list[str]:
     """Read ``entity2id.txt`` / ``relation2id.txt``; return the names ordered by id.
 
     Each line is ``name id`` with the id last, so names containing spaces survive.  The ids must be
-    exactly ``0 .. n-1`` (each once).
+    exactly ``0 .. n-1`` (each once), written in ASCII digits.  The file format decisions are those of
+    :func:`read_triples`; at least one name is required.
     """
     count, body = _split_header(_read_text(path, label), label, what)
+    if count == 0:
+        raise DataError(f"{label}: no {what} (the count line says 0)")
     names: list[str | None] = [None] * count
     for offset, line in enumerate(body):
         lineno = offset + 2
-        parts = line.rsplit(None, 1)
-        if len(parts) != 2:
-            raise DataError(f"{label} line {lineno}: expected 'name id', found {line.strip()[:60]!r}")
-        name, raw_id = parts[0].strip(), parts[1]
-        try:
-            idx = int(raw_id)
-        except ValueError:
-            raise DataError(f"{label} line {lineno}: id {raw_id[:30]!r} is not an integer") from None
-        if not 0 <= idx < count:
-            raise DataError(f"{label} line {lineno}: id {idx} out of range (ids must be 0..{count - 1})")
+        fields = _fields(line)
+        if len(fields) < 2:
+            raise DataError(f"{label} line {lineno}: expected 'name id', found {line.strip()[:60]!r}"
+                            if fields else f"{label} line {lineno}: expected 'name id', found an empty line")
+        raw_id = fields[-1]
+        name = line.strip(" \t")[: -len(raw_id)].strip()
+        if not _ID_TOKEN.fullmatch(raw_id):
+            raise DataError(f"{label} line {lineno}: id {raw_id[:30]!r} is not an integer")
+        idx = _int(raw_id)
+        if idx is None or not 0 <= idx < count:
+            raise DataError(
+                f"{label} line {lineno}: id {_shown(raw_id)} out of range (ids must be 0..{count - 1})"
+            )
         if names[idx] is not None:
             raise DataError(f"{label} line {lineno}: id {idx} appears twice")
         names[idx] = name
@@ -154,33 +201,46 @@ def read_id_map(path: Path, label: str, what: str) -> list[str]:
 def read_triples(path: Path, label: str, num_entities: int, num_relations: int) -> torch.Tensor:
     """Read an OpenKE split file (``head tail relation``).
 
-    Returns ``LongTensor[n, 3]`` with columns (head, relation, tail).  Parsing is vectorised with numpy;
-    only when something is wrong is the file walked line by line to name the offending line.
+    Returns ``LongTensor[n, 3]`` with columns (head, relation, tail); the count line may be 0 (see
+    :func:`check_splits` for where empty splits are refused).  Parsing is vectorised with numpy; only
+    when something is wrong is the file walked line by line to name the offending line.
+
+    Format decisions (the same for ``entity2id.txt`` / ``relation2id.txt``), tested in
+    ``tests/test_bad_data.py``:
+
+    * accepted: a UTF-8 byte-order mark, CRLF line ends (also mixed with LF), fields separated by any
+      run of spaces and tabs, leading / trailing spaces, trailing blank lines, leading zeros, a ``+``;
+    * refused, naming the file and line: a lone CR (old Mac line ends), a blank line inside the body,
+      a count that differs from the number of lines, ids outside ``0..n-1`` (negative or huge), tokens
+      that are not ASCII decimal integers (``1.0``, ``1e3``, ``1_000``, non-ASCII digits, other Unicode
+      spaces such as NBSP used as a separator), a line with other than three fields, binary or
+      non-UTF-8 content, an empty file.
     """
     count, body = _split_header(_read_text(path, label), label, "triples")
-    rows = [line.split() for line in body]
-    bad = next((i for i, row in enumerate(rows) if len(row) != 3), None)
-    if bad is not None:
-        found = body[bad].strip()
-        shown = repr(found[:60]) if found else "an empty line"
-        raise DataError(f"{label} line {bad + 2}: expected 'head tail relation', found {shown}")
     limits = (("head", 0, num_entities, "entities"), ("tail", 1, num_entities, "entities"),
               ("relation", 2, num_relations, "relations"))
-    try:
-        array = np.array(rows, dtype=np.int64).reshape(count, 3)
-    except (ValueError, OverflowError):
-        array = None
-    if array is None:  # locate the bad token
-        for offset, row in enumerate(rows):
+    array = None
+    if _TRIPLE_CHARS.fullmatch("\n".join(body)):
+        rows = [line.split() for line in body]  # only spaces and tabs can be whitespace here
+        if all(len(row) == 3 for row in rows):
+            try:
+                array = np.array(rows, dtype=np.int64).reshape(count, 3)
+            except (ValueError, OverflowError):
+                array = None
+    if array is None:  # locate the bad line and token
+        for offset, line in enumerate(body):
+            lineno = offset + 2
+            row = _fields(line)
+            if len(row) != 3:
+                found = line.strip()
+                shown = repr(found[:60]) if found else "an empty line"
+                raise DataError(f"{label} line {lineno}: expected 'head tail relation', found {shown}")
             for (column, _, limit, unit), token in zip(limits, row):
-                try:
-                    value = int(token)
-                except ValueError:
-                    raise DataError(
-                        f"{label} line {offset + 2}: {column} id {token[:30]!r} is not an integer"
-                    ) from None
-                if not 0 <= value < limit:
-                    raise DataError(f"{label} line {offset + 2}: {column} id {token[:30]} out of range "
+                if not _ID_TOKEN.fullmatch(token):
+                    raise DataError(f"{label} line {lineno}: {column} id {token[:30]!r} is not an integer")
+                value = _int(token)
+                if value is None or not 0 <= value < limit:
+                    raise DataError(f"{label} line {lineno}: {column} id {_shown(token)} out of range "
                                     f"({limit:,} {unit})")
         raise DataError(f"{label}: could not parse the triples")  # pragma: no cover - defensive
     for column, col, limit, unit in limits:
@@ -259,14 +319,58 @@ def consistency_warnings(
 
 
 def check_layout(root: Path) -> None:
-    """Raise :class:`DataError` unless ``root`` is a directory holding every OpenKE file."""
+    """Raise :class:`DataError` unless ``root`` is a directory holding every OpenKE file.
+
+    A required name that exists but is not a regular file (a directory, a broken symbolic link, a FIFO,
+    which would block the reader) is refused by name.
+    """
     if not root.exists():
         raise DataError(f"{root}: no such dataset directory")
     if not root.is_dir():
         raise DataError(f"{root}: not a directory (expected a dataset directory in the OpenKE layout)")
-    missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
+    missing = [name for name in REQUIRED_FILES if not (root / name).exists() and not (root / name).is_symlink()]
     if missing:
         raise DataError(f"{root}: missing {', '.join(missing)} (OpenKE layout expected)")
+    label = root.name or str(root)
+    for name in REQUIRED_FILES:
+        if not (root / name).is_file():
+            raise DataError(f"{label}/{name}: {not_a_file_reason(root / name)}")
+
+
+def check_splits(dataset: KGDataset) -> None:
+    """Raise :class:`DataError` naming the first empty split (train, valid, test order).
+
+    Training needs training triples (an empty one used to end in ``ZeroDivisionError``), and the
+    validation and test splits are evaluated; :func:`load_dataset` calls this, so ``data check``,
+    ``data info`` and training refuse such a dataset before doing anything.
+    """
+    for split, triples in dataset.splits.items():
+        if triples.shape[0] == 0:
+            raise DataError(
+                f"{dataset.name}/{SPLIT_FILES[split]}: the {split} split is empty (0 triples); training and "
+                "evaluation need at least one triple in each of train, valid and test"
+            )
+
+
+def dataset_warnings(dataset: KGDataset) -> list[str]:
+    """Every warning about a loaded dataset, as one line each, computed from its current content.
+
+    In order: duplicate triples within a split and triples shared between splits, evaluation triples
+    whose entities or relation never occur in training, names given to several ids, then the feature
+    tables (an all-zero table, a wrongly named table: see
+    :func:`~dhns_search.data.features.table_warnings`), then the loader's own notes
+    (``dataset.load_notes``: a placeholder replacing a file).  Warnings never stop anything; ``data
+    check``, ``data info``, ``train`` and ``run`` print them.  :func:`load_dataset` stores the same list
+    in ``dataset.warnings``.
+    """
+    out = consistency_warnings(dataset.splits, dataset.num_entities, dataset.num_relations)
+    for file, names in ((ENTITY_FILE, dataset.entity_names), (RELATION_FILE, dataset.relation_names)):
+        dups = len(names) - len(set(names))
+        if dups:
+            out.append(f"{file}: {dups:,} name(s) appear under more than one id")
+    out += table_warnings(dataset.features, dataset.name)
+    out += [note for note in dataset.load_notes if note not in out]
+    return out
 
 
 def load_dataset(
@@ -277,6 +381,10 @@ def load_dataset(
     placeholder_features: Mapping[str, int] | None = None,
 ) -> KGDataset:
     """Read an OpenKE dataset directory and its modality feature tables.
+
+    Every problem raises :class:`DataError` naming the file and line (see :func:`read_triples` for the
+    accepted format), including an empty split (:func:`check_splits`); warnings are in
+    ``dataset.warnings`` (:func:`dataset_warnings`).
 
     Args:
         path: the dataset directory.
@@ -296,19 +404,7 @@ def load_dataset(
         split: read_triples(root / fname, f"{label}/{fname}", len(entities), len(relations))
         for split, fname in SPLIT_FILES.items()
     }
-    warnings = consistency_warnings(splits, len(entities), len(relations))
-    for what, names in (("entity", entities), ("relation", relations)):
-        dups = len(names) - len(set(names))
-        if dups:
-            warnings.append(f"{dups:,} {what} name(s) appear under more than one id")
-    tables, feature_warnings = load_feature_tables(
-        root,
-        len(entities),
-        features=features,
-        modalities=modalities,
-        placeholder_features=placeholder_features,
-    )
-    return KGDataset(
+    dataset = KGDataset(
         name=label,
         root=root,
         entity_names=entities,
@@ -316,9 +412,17 @@ def load_dataset(
         train=splits["train"],
         valid=splits["valid"],
         test=splits["test"],
-        features=tables,
-        warnings=warnings + feature_warnings,
     )
+    check_splits(dataset)
+    dataset.features, dataset.load_notes = load_feature_tables(
+        root,
+        len(entities),
+        features=features,
+        modalities=modalities,
+        placeholder_features=placeholder_features,
+    )
+    dataset.warnings = dataset_warnings(dataset)
+    return dataset
 
 
 def cache_root() -> Path:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dhns_search.data.openke import KGDataset
+from dhns_search.data.openke import KGDataset, dataset_warnings
 
 #: Tails-per-head / heads-per-tail threshold of the classic relation categories (Bordes et al., 2013).
 CATEGORY_THRESHOLD = 1.5
@@ -98,5 +98,5 @@ def summarize(dataset: KGDataset) -> DatasetSummary:
         category_triples=category_triples,
         modalities=modalities,
         fingerprint=dataset.fingerprint(),
-        warnings=list(dataset.warnings),
+        warnings=dataset_warnings(dataset),
     )

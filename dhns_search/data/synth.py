@@ -255,8 +255,8 @@ def _split(rng: np.random.Generator, triples: np.ndarray, cfg: SynthConfig, num_
            num_relations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     triples = triples[rng.permutation(len(triples))]
     n = len(triples)
-    n_valid = round(cfg.valid_fraction * n)
-    n_test = round(cfg.test_fraction * n)
+    n_valid = max(1, round(cfg.valid_fraction * n))  # never an empty split (the loader refuses one)
+    n_test = max(1, round(cfg.test_fraction * n))
     train = triples[: n - n_valid - n_test]
     valid = triples[n - n_valid - n_test: n - n_test]
     test = triples[n - n_test:]
