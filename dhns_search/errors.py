@@ -29,3 +29,17 @@ class TrainingError(DhnsError):
 
 class StudyError(DhnsError):
     """An unknown study, a study without completed trials, or a storage problem."""
+
+
+class DhnsWarning(UserWarning):
+    """Something the user should know that does not stop the run (a dataset oddity, a precision fallback).
+
+    Library code emits it with :func:`warn`; the CLI prints each as one ``warning:`` line.
+    """
+
+
+def warn(message: str) -> None:
+    """Emit ``message`` as a :class:`DhnsWarning` (shown once per message and call site by default)."""
+    import warnings
+
+    warnings.warn(message, DhnsWarning, stacklevel=2)

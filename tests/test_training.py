@@ -202,3 +202,25 @@ def test_shared_conditions_change_nothing_but_the_work(synth_dataset, monkeypatc
     assert len(calls) == 2 * n_batches
     strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
     assert strip(shared.history) == strip(separate.history)
+
+
+def test_bf16_without_native_support_falls_back_to_fp32_with_a_warning(synth_dataset, monkeypatch):
+    from dhns_search.errors import DhnsWarning
+    from dhns_search.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: (False, "no avx512_bf16 or amx_bf16 flag"))
+    with pytest.warns(DhnsWarning, match="fp32"):
+        result = train(_cfg("train.epochs=1", "dhns.precision=bf16"), dataset=synth_dataset)
+    assert result.config.dhns.precision == "fp32"  # the saved config says what ran
+    fp32 = train(_cfg("train.epochs=1"), dataset=synth_dataset)
+    assert result.history[0]["valid"] == fp32.history[0]["valid"]
+
+
+def test_a_dataset_with_an_empty_split_is_refused_before_training(synth_dataset):
+    import dataclasses
+
+    from dhns_search.errors import DataError
+
+    empty = dataclasses.replace(synth_dataset, valid=synth_dataset.valid[:0])
+    with pytest.raises(DataError, match="valid split is empty"):
+        train(_cfg("train.epochs=1"), dataset=empty)

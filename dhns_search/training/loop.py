@@ -21,9 +21,10 @@ import torch
 
 from dhns_search.config.io import write_yaml
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import ConfigError, TrainingError
+from dhns_search.errors import ConfigError, TrainingError, warn
 from dhns_search.files import atomic_write_text
 from dhns_search.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint, snapshot
+from dhns_search.training.precision import resolve_precision
 from dhns_search.training.terms import BatchPosition, LossTerm
 
 __all__ = ["Callback", "StopTraining", "TrainResult", "TrainingInterrupted", "resolve_device", "train"]
@@ -190,7 +191,7 @@ def _train(cfg, dataset, callbacks, run_dir, resume, stop) -> TrainResult:
 def _setup(cfg: RunConfig, dataset, run_dir: str | Path | None) -> _Run:
     """Data, model, loss terms and optimiser of ``cfg``; one seed drives every random choice."""
     # Imports here keep ``import dhns_search.training`` light for the CLI.
-    from dhns_search.data import load_from_config
+    from dhns_search.data import check_splits, load_from_config
     from dhns_search.evaluation import FilteredEvaluator
     from dhns_search.models import KGEModel
     from dhns_search.training.dhns import DHNSTerm
@@ -198,9 +199,16 @@ def _setup(cfg: RunConfig, dataset, run_dir: str | Path | None) -> _Run:
 
     device = resolve_device(cfg.device)
     cfg = cfg.model_copy(update={"device": device.type}, deep=True)  # the saved config says what ran
+    precision, why = resolve_precision(cfg.dhns.precision, device)
+    if why is not None:
+        warn(why)
+        cfg.dhns.precision = precision
     torch.manual_seed(cfg.seed)
     if dataset is None:
         dataset = load_from_config(cfg.data)
+        for message in dataset.warnings:
+            warn(message)
+    check_splits(dataset)
     model = KGEModel(dataset.num_entities, dataset.num_relations, cfg.model, dataset.features).to(device)
     index_rng = torch.Generator().manual_seed(cfg.seed)
     terms: dict[str, LossTerm] = {"kgc": KGCTerm(cfg, dataset, index_rng)}

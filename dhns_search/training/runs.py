@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dhns_search.config.models import RunConfig
+from dhns_search.errors import warn
 from dhns_search.training.loop import TrainResult, train
 
 
@@ -57,6 +58,8 @@ def train_seeds(cfg: RunConfig, *, seeds: int = 1, out_dir: str | Path | None = 
         from dhns_search.data import load_from_config
 
         dataset = load_from_config(cfg.data)
+        for message in dataset.warnings:
+            warn(message)
     out = Path(out_dir) if out_dir is not None else None
     results = []
     for i in range(seeds):
