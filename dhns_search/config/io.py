@@ -400,3 +400,16 @@ def load_config(
     if overrides:
         sources.append("--set overrides")
     return validate_config(data, " + ".join(sources) or "defaults")
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> str:
+    """``key: old -> new`` for the leaves where two config dumps differ (the first few)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            sub = config_differences(x, y, f"{prefix}{key}.")
+            out.extend([sub] if sub else [])
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} -> {y!r}")
+    return "; ".join(out[:5])

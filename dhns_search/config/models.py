@@ -252,6 +252,10 @@ class TrainConfig(StrictModel):
     ] = "mrr_realistic_filtered"
     eval_batch_size: int = Field(256, ge=1, description="queries scored at once during evaluation")
     test: bool = Field(True, description="evaluate the restored best checkpoint on the test split")
+    test_curve: bool = Field(
+        False, description="also rank the test split at every evaluation (recorded for learning curves, "
+        "never used for model selection)"
+    )
     progress: bool = True
 
 

@@ -315,7 +315,7 @@ class DHNSTerm:
     def __call__(self, model: nn.Module, batch: torch.Tensor, at: BatchPosition) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, dhns = self.cfg, self.dhns
         n_gen = dhns.generator_rows_for(batch.shape[0])
-        regenerate = self.cached is None or at.global_batch % cfg.refresh_every == 0
+        regenerate = cfg.weight > 0 and (self.cached is None or at.global_batch % cfg.refresh_every == 0)
         n_new = dhns.rows_for(batch.shape[0]) if regenerate else 0
         shared = dhns.shared_conditions(model, batch[: max(n_gen, n_new)])
 
@@ -329,6 +329,9 @@ class DHNSTerm:
             dloss.backward()
             self.optimizer.step()
             diffusion += dloss.item() / cfg.generator_steps
+
+        if cfg.weight == 0:  # L_HA has no weight: nothing to generate (the diffusion-loss-only ablation)
+            return torch.zeros((), device=batch.device), {"diffusion_loss": diffusion, "ha_loss": 0.0}
 
         # 3. hardness levels, without gradients, refreshed every k batches
         if regenerate:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from dhns_search.config.io import write_yaml
+from dhns_search.config.io import config_differences, write_yaml
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import ConfigError, TrainingError, warn
 from dhns_search.files import atomic_write_text
@@ -268,8 +268,10 @@ def _evaluate(run: _Run, state: TrainState, stats: dict[str, float], callbacks: 
     run.model.eval()
     t_eval = time.perf_counter()
     valid = run.evaluator.evaluate(run.model, run.valid_triples)
-    state.history.append({"epoch": state.epoch, **stats, "eval_seconds": time.perf_counter() - t_eval,
-                          "valid": valid})
+    record = {"epoch": state.epoch, **stats, "eval_seconds": time.perf_counter() - t_eval, "valid": valid}
+    if run.cfg.train.test_curve:  # reported only: selection below reads the validation metric
+        record["test"] = run.evaluator.evaluate(run.model, run.dataset.test.to(run.device))
+    state.history.append(record)
     value = valid[run.cfg.train.metric]
     if state.improve(value, state.epoch, valid):
         run.best = snapshot(run.model, run.generator)
@@ -312,7 +314,7 @@ def _restore(run: _Run) -> TrainState:
     data = load_checkpoint(run.path / CHECKPOINT)
     saved = RunConfig.model_validate(data["config"])
     if saved.model_dump(exclude={"train": {"progress"}}) != run.cfg.model_dump(exclude={"train": {"progress"}}):
-        diff = _differences(saved.model_dump(), run.cfg.model_dump())
+        diff = config_differences(saved.model_dump(), run.cfg.model_dump())
         raise TrainingError(f"{run.path}: the checkpoint was written by another configuration ({diff})")
     run.model.load_state_dict(data["model"])
     run.optimizer.load_state_dict(data["optimizer"])
@@ -327,19 +329,6 @@ def _restore(run: _Run) -> TrainState:
     if state.perm is not None:
         state.perm = state.perm.to(run.device)
     return state
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> str:
-    """``key: old -> new`` for the leaves where two config dumps differ (the first few)."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            sub = _differences(x, y, f"{prefix}{key}.")
-            out.extend([sub] if sub else [])
-        elif x != y:
-            out.append(f"{prefix}{key}: {x!r} -> {y!r}")
-    return "; ".join(out[:5])
 
 
 # ---------------------------------------------------------------------------------- helpers

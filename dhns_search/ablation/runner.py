@@ -1,0 +1,142 @@
+"""Run every arm of an ablation over the same seeds, resumably, one run folder per arm and seed.
+
+Layout of the output folder::
+
+    OUT/ablation.yaml          the ablation file and the command-line overrides, as run
+    OUT/<arm>/config.yaml      the arm's requested configuration (before the seed)
+    OUT/<arm>/seed-<s>/        a training run folder (config, metrics.json, checkpoint.pt, result.json)
+    OUT/summary.json, OUT/comparison.md, OUT/curves.png   (written by :mod:`.report`)
+
+Runs go seed by seed (every arm with seed 0, then with seed 1, ...), so partial results are already
+paired.  Running the same command again skips finished runs, resumes interrupted ones from their last
+checkpoint (bit for bit on CPU) and refuses an output folder made with another configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dhns_search.ablation.spec import AblationSpec, arm_config
+from dhns_search.config.io import config_differences, read_yaml_mapping, write_yaml
+from dhns_search.config.models import RunConfig
+from dhns_search.errors import ConfigError
+
+__all__ = ["Comparison", "RunRecord", "prepare", "run_comparison"]
+
+
+@dataclass
+class RunRecord:
+    """One arm with one seed: its folder, evaluation history so far and final result (None until done)."""
+
+    arm: str
+    seed: int
+    path: Path
+    history: list[dict] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def refresh(self) -> RunRecord:
+        """Re-read ``metrics.json`` and ``result.json`` from the run folder."""
+        metrics, result = self.path / "metrics.json", self.path / "result.json"
+        self.history = json.loads(metrics.read_text()) if metrics.is_file() else []
+        self.result = json.loads(result.read_text()) if result.is_file() else None
+        return self
+
+
+@dataclass
+class Comparison:
+    """A prepared ablation: its spec, output folder, arm configurations and runs."""
+
+    name: str
+    spec: AblationSpec
+    out: Path
+    configs: dict[str, RunConfig]
+    seeds: list[int]
+    runs: dict[tuple[str, int], RunRecord]
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.configs)
+
+    def records(self, arm: str) -> list[RunRecord]:
+        return [self.runs[arm, s] for s in self.seeds]
+
+
+def prepare(spec: AblationSpec, out: str | Path, *, name: str, overrides: list[str] | None = None,
+            origin: Path | None = None, arms: list[str] | None = None,
+            seeds: list[int] | None = None) -> Comparison:
+    """Resolve every arm's configuration and the output folder (checked against what it already holds)."""
+    out = Path(out)
+    chosen = list(spec.arms) if arms is None else arms
+    unknown = [a for a in chosen if a not in spec.arms]
+    if unknown:
+        raise ConfigError(f"--arms: {unknown} are not arms of this ablation ({list(spec.arms)})")
+    if spec.reference not in chosen:
+        chosen = [spec.reference, *chosen]
+    configs = {}
+    for arm in chosen:
+        cfg = arm_config(spec, arm, overrides, origin=origin)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"test_curve": True, "test": True})})
+        _check_folder(out / arm / "config.yaml", cfg, arm)
+        configs[arm] = cfg
+    seeds = spec.seed_list if seeds is None else seeds
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml({"ablation": spec.model_dump(mode="json"), "overrides": list(overrides or [])},
+               out / "ablation.yaml")
+    for arm, cfg in configs.items():
+        write_yaml(cfg, out / arm / "config.yaml")
+    runs = {(a, s): RunRecord(a, s, out / a / f"seed-{s}").refresh() for a in configs for s in seeds}
+    return Comparison(name=name, spec=spec, out=out, configs=configs, seeds=seeds, runs=runs)
+
+
+def _check_folder(path: Path, cfg: RunConfig, arm: str) -> None:
+    """Refuse to mix runs of another configuration into an existing output folder."""
+    if not path.is_file():
+        return
+    old = read_yaml_mapping(path)
+    old.get("train", {}).pop("progress", None)
+    new = cfg.model_dump(mode="json")
+    new["train"].pop("progress", None)
+    if old != new:
+        raise ConfigError(
+            f"{path.parent}: arm {arm!r} was run with another configuration ({config_differences(old, new)}); "
+            "choose another --out, or delete that folder to start the arm again"
+        )
+
+
+def run_comparison(comparison: Comparison, *, progress: bool = True, stop: threading.Event | None = None,
+                   on_start: Callable[[RunRecord, bool], None] | None = None,
+                   on_end: Callable[[Comparison, RunRecord], None] | None = None) -> Comparison:
+    """Train every unfinished run (seed-major order), resuming interrupted ones; ``on_start(record,
+    resumed)`` and ``on_end(comparison, record)`` are called around each."""
+    from dhns_search.data import load_from_config
+    from dhns_search.training.checkpoint import CHECKPOINT
+    from dhns_search.training.loop import train
+
+    datasets: dict[str, Any] = {}
+    for seed in comparison.seeds:
+        for arm, cfg in comparison.configs.items():
+            record = comparison.runs[arm, seed]
+            if record.done:
+                continue
+            cfg = cfg.model_copy(update={"seed": seed,
+                                         "train": cfg.train.model_copy(update={"progress": progress})})
+            key = cfg.data.model_dump_json()
+            if key not in datasets:
+                datasets[key] = load_from_config(cfg.data)
+            resumed = (record.path / CHECKPOINT).is_file()
+            if on_start is not None:
+                on_start(record, resumed)
+            train(cfg, dataset=datasets[key], run_dir=record.path, resume=resumed, stop=stop)
+            record.refresh()
+            if on_end is not None:
+                on_end(comparison, record)
+    return comparison

@@ -1,0 +1,62 @@
+"""``dhns-search compare``: a paired ablation over seeds, with confidence intervals, resumable."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dhns_search.cli._app import app, cli_errors, console, echo_err
+
+
+@app.command("compare")
+@cli_errors
+def compare_command(
+    ablation: Annotated[Path, typer.Argument(help="Ablation file (see ablations/*.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default comparisons/<file stem>).")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds 0..N-1 instead of the file's.")] = None,
+    arms: Annotated[str | None, typer.Option("--arms", help="Comma-separated subset of arms (the reference is always run).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override for every arm, e.g. model.dim=128.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the training progress bar.")] = True,
+) -> None:
+    """Train every arm of an ablation over the same seeds and report paired differences with 95% intervals.
+
+    Runs again with the same command continue where they stopped (finished runs are kept, interrupted
+    ones resume from their checkpoint).  Ctrl-C or SIGTERM stops at the next batch and checkpoints.
+    """
+    from dhns_search.ablation import run_ablation
+
+    command = "dhns-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    stop = threading.Event()
+
+    def request_stop(signum, frame):  # first signal: stop at the next batch; second: stop now
+        stop.set()
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+    def on_start(record, resumed: bool) -> None:
+        console.print(f"[bold]{record.arm}[/] seed {record.seed}: {'resuming' if resumed else 'training'} "
+                      f"-> {record.path}")
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from dhns_search.training.loop import TrainingInterrupted
+
+        summary = run_ablation(
+            ablation, out=out, overrides=list(overrides or []), seeds=seeds,
+            arms=None if arms is None else [a.strip() for a in arms.split(",") if a.strip()],
+            progress=progress, command=command, stop=stop, on_start=on_start)
+    except TrainingInterrupted as err:
+        echo_err(f"[yellow]interrupted[/]: {err}; the reports hold what finished.\ncontinue with: {command}")
+        raise typer.Exit(130) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    c = summary.comparison
+    console.print((c.out / "comparison.md").read_text(encoding="utf-8"), markup=False, highlight=False,
+                  soft_wrap=True)
+    console.print(f"reports: {c.out / 'comparison.md'}, {c.out / 'curves.png'}, {c.out / 'summary.json'}")
