@@ -14,20 +14,21 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
-from fake_training import fake_run
+from fake_training import fake_run, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
-from dhns_search.cli import search as _search
+from dhns_search.cli import ui as ui_mod
 from dhns_search.config import load_config, read_preset
 from dhns_search.errors import ConfigError, StudyError, TrainingError
-from dhns_search.search import study as study_mod
+from dhns_search.search import runner as runner_mod
 from dhns_search.search.export import export_best
-from dhns_search.search.objective import trial_seed
-from dhns_search.search.study import RunOptions, open_study, run_study
+from dhns_search.search.options import RunOptions
+from dhns_search.search.runner import run_study
+from dhns_search.search.seeds import trial_seed
+from dhns_search.search.storage import open_study
 
 # MLflow 3.17 on SQLAlchemy 2.1 warns about its own ORM options; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -92,22 +93,18 @@ ENQUEUED = [
 
 @pytest.fixture
 def outcome_space(tmp_path: Path) -> Path:
-    path = tmp_path / "outcomes.yaml"
-    path.write_text(textwrap.dedent(SPACE), encoding="utf-8")
-    for i, values in enumerate(ENQUEUED):
-        (tmp_path / f"warm{i}.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
-    return path
+    return write_space(tmp_path, "outcomes.yaml", SPACE, ENQUEUED, "warm")
 
 
 def options_for(tmp_path: Path, space: Path, tracking: str, **kw) -> RunOptions:
     base = {"space": space, "storage": f"sqlite:///{tmp_path / 'studies' / 'outcomes.db'}",
-            "tracking_uri": tracking, "live": False, "sampler": "random"}
+            "tracking_uri": tracking, "sampler": "random"}
     base.update(kw)
     return RunOptions(**base)
 
 
 def test_trial_outcomes_are_recorded_and_the_study_goes_on(tmp_path, outcome_space, tracking, monkeypatch):
-    monkeypatch.setattr(study_mod, "make_pruner", lambda name: PruneRotateFromStep2())
+    monkeypatch.setattr(runner_mod, "make_pruner", lambda name: PruneRotateFromStep2())
     warm = [str(tmp_path / f"warm{i}.yaml") for i in range(len(ENQUEUED))]
     summary = run_study(options_for(tmp_path, outcome_space, tracking, n_trials=6, enqueue=warm),
                         trainer=fake_train)
@@ -230,7 +227,7 @@ def test_samplers_run_on_a_conditional_space(tmp_path, outcome_space, sampler):
 # ------------------------------------------------------------------------------ CLI after a search
 def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_study(RunOptions(space=outcome_space, study="cli", n_trials=2, tracking_uri="none", live=False,
+    run_study(RunOptions(space=outcome_space, study="cli", n_trials=2, tracking_uri="none",
                          enqueue=[str(tmp_path / "warm0.yaml"), str(tmp_path / "warm5.yaml")]), trainer=fake_train)
     assert (tmp_path / "studies" / "cli.db").is_file()  # the default storage
 
@@ -288,7 +285,7 @@ def test_spaces_commands(tmp_path):
 def test_ui_starts_mlflow_on_the_project_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = []
-    monkeypatch.setattr(_search.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(ui_mod.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     missing = runner.invoke(app, ["ui"])
     assert missing.exit_code == 2 and "no MLflow tracking store" in missing.output
     (tmp_path / "mlruns").mkdir()
@@ -362,7 +359,7 @@ def slow_fake_train(cfg, **kw):
 
 def _worker(space: str, study: str, tracking: str, n: int) -> None:
     run_study(RunOptions(space=Path(space), study=study, storage=POSTGRES, tracking_uri=tracking, n_trials=n,
-                         live=False, sampler="random", pruner="none"), trainer=slow_fake_train)
+                         sampler="random", pruner="none"), trainer=slow_fake_train)
 
 
 @pytest.mark.postgres
@@ -422,7 +419,7 @@ def test_benchmark_spaces_load_their_data_and_take_the_released_config(name, tmp
     # data.path (../shared/benchmarks/...) is relative to the repository root, where a run starts
     monkeypatch.chdir(SPACES.parent)
     opts = RunOptions(space=Path("spaces") / f"{name}.yaml", storage=f"sqlite:///{tmp_path / 's.db'}",
-                      tracking_uri="none", n_trials=1, live=False, enqueue=["preset:paper-distmult-mkgy"])
+                      tracking_uri="none", n_trials=1, enqueue=["preset:paper-distmult-mkgy"])
     summary = run_study(opts, trainer=fake_train)
     study, _ = open_study(name, opts.storage)
     trial = study.trials[0]

@@ -1,4 +1,10 @@
-"""The Typer application, the shared console and the error boundary of every command."""
+"""The Typer application, the shared consoles and the error boundary of every command.
+
+Command modules register their commands on :data:`app` where they define them; ``dhns_search.cli``
+imports them all, so ``from dhns_search.cli import app`` has every command.  Keep this module and the
+command modules' top-level imports light (no torch, optuna or mlflow): ``--help`` must answer at once,
+so heavy libraries are imported inside the command functions that use them.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect, check and synthesise datasets.", no_args_is_help=True)
-features_app = typer.Typer(help="Make modality feature tables.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(features_app, name="features")
-
 F = TypeVar("F", bound=Callable)
 
 

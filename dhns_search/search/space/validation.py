@@ -67,12 +67,10 @@ def _read_space_file(path: Path, source: str) -> SpaceFile:
         raise ConfigError(f"{source}: no such space file (relative to the working directory {Path.cwd()}; "
                           "the shipped spaces are in the repository's spaces/ folder)")
     raw = read_yaml(path)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        return SpaceFile.model_validate(raw)
+        return SpaceFile.model_validate(raw or {})
     except ValidationError as err:
         raise ConfigError("\n".join(schema_errors(err, source))) from None
 
