@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from fake_training import fake_run, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -22,9 +23,10 @@ from typer.testing import CliRunner
 from dhns_search.cli import app
 from dhns_search.cli import ui as ui_mod
 from dhns_search.config import load_config, read_preset
-from dhns_search.errors import ConfigError, StudyError, TrainingError
+from dhns_search.errors import ConfigError, DataError, StudyError, TrainingError
 from dhns_search.search import runner as runner_mod
 from dhns_search.search.export import export_best
+from dhns_search.search.objective import is_trial_failure
 from dhns_search.search.options import RunOptions
 from dhns_search.search.runner import run_study
 from dhns_search.search.seeds import trial_seed
@@ -52,7 +54,7 @@ def fake_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
     if cfg.model.scorer == "transe" and cfg.model.gamma > 7:
         raise TrainingError("the KGC loss is nan at epoch 1, batch 0")
     if cfg.model.scorer == "transe" and cfg.model.gamma < 4:
-        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     if cfg.train.lr == 0.0123:
         raise KeyError("a bug")
     return fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr * 10 * epoch / cfg.train.epochs,
@@ -175,6 +177,58 @@ def test_a_bug_stops_the_study_but_every_run_is_ended(tmp_path, outcome_space, t
     study, _ = open_study("buggy", opts.storage)
     assert study.trials[0].state == TrialState.FAIL
     assert study.trials[0].user_attrs["fail_reason"] == "KeyError: 'a bug'"
+
+
+def _cpu_out_of_memory() -> RuntimeError:
+    """What the CPU allocator raises when it cannot allocate (2**62 bytes exceeds any address space)."""
+    try:
+        torch.empty(2**62, dtype=torch.uint8)
+    except RuntimeError as err:
+        return err
+    raise AssertionError("allocating 2**62 bytes succeeded")
+
+
+@pytest.mark.parametrize(("make", "fails_the_trial_only"), [
+    (lambda: ConfigError("level_weights has 5 entries but levels has 2"), True),
+    (lambda: TrainingError("the KGC loss is nan at epoch 1, batch 0"), True),
+    (lambda: DataError("no such file"), True),
+    (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (_cpu_out_of_memory, True),
+    (lambda: RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x16 and 32x16)"), False),
+    (lambda: RuntimeError("CUDA out of memory"), False),  # torch >= 2.1 raises OutOfMemoryError for that
+    (lambda: NotImplementedError("DefaultCPUAllocator: can't allocate memory"), False),
+    (lambda: FloatingPointError("overflow"), False),
+    (lambda: MemoryError(), False),
+    (lambda: KeyError("a bug"), False),
+])
+def test_only_this_projects_errors_and_out_of_memory_fail_just_the_trial(make, fails_the_trial_only):
+    assert is_trial_failure(make()) is fails_the_trial_only
+
+
+def test_running_out_of_cpu_memory_fails_the_trial_and_the_study_goes_on(tmp_path, outcome_space):
+    def allocate_too_much(cfg, **kw):
+        torch.empty(2**62, dtype=torch.uint8)
+
+    opts = options_for(tmp_path, outcome_space, "none", study="oom", n_trials=2)
+    summary = run_study(opts, trainer=allocate_too_much)
+    assert summary.new_trials == [0, 1] and summary.states["FAIL"] == 2
+    study, _ = open_study("oom", opts.storage)
+    assert all("DefaultCPUAllocator: can't allocate memory" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+def test_a_runtime_error_in_the_trainer_is_a_bug_and_stops_the_study(tmp_path, outcome_space, tracking):
+    def shape_bug(cfg, **kw):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x16 and 32x16)")
+
+    opts = options_for(tmp_path, outcome_space, tracking, study="shapes", n_trials=3)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        run_study(opts, trainer=shape_bug)
+    study, _ = open_study("shapes", opts.storage)
+    assert len(study.trials) == 1 and study.trials[0].state == TrialState.FAIL
+    assert study.trials[0].user_attrs["fail_reason"].startswith("RuntimeError: mat1 and mat2 shapes")
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    assert {r.data.tags["dhns.role"]: r.info.status for r in runs} == {"parent": "FAILED", "trial": "FAILED"}
 
 
 def test_seed_is_fixed_when_the_study_is_created(tmp_path, outcome_space):

@@ -21,9 +21,11 @@ Outcomes:
 - pruned: :class:`~dhns_search.training.StopTraining` from :class:`TrialCallback` becomes
   :class:`optuna.TrialPruned`; user attr ``pruned_at``;
 - failed (:func:`is_trial_failure`): a :class:`~dhns_search.errors.DhnsError` (bad combination, NaN loss
-  ...) or a ``RuntimeError`` (e.g. out of memory) becomes :class:`TrialFailed`, which the study catches:
-  the trial is FAIL with user attr ``fail_reason`` and the study goes on.  Anything else is a bug and
-  stops the study.
+  ...) or running out of memory (``torch.cuda.OutOfMemoryError``, or the CPU allocator's out-of-memory
+  ``RuntimeError``) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with user
+  attr ``fail_reason`` and the study goes on;
+- anything else (a shape mismatch in the trainer, a ``KeyError`` ...) is a bug: the trial is FAIL with its
+  ``fail_reason``, and the exception propagates, so the study stops with the traceback.
 
 The MLflow child run is ended in every case (``finally``).
 """
@@ -55,6 +57,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Objective", "TrialCallback", "TrialFailed", "is_trial_failure"]
 
+#: how the CPU allocator says it is out of memory (a plain ``RuntimeError``; Linux, then Windows wording)
+_CPU_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
+
 
 class TrialFailed(Exception):
     """A trial failed for a reason that concerns this trial only (its state becomes FAIL)."""
@@ -65,8 +70,11 @@ class TrialFailed(Exception):
 
 
 def is_trial_failure(err: BaseException) -> bool:
-    """Whether ``err`` fails one trial and lets the study go on."""
-    return isinstance(err, (DhnsError, RuntimeError, FloatingPointError))
+    """Whether ``err`` fails one trial and lets the study go on: this project's errors (a bad combination,
+    a NaN loss ...) and running out of memory.  Anything else is a bug that must stop the study."""
+    if isinstance(err, (DhnsError, torch.cuda.OutOfMemoryError)):
+        return True
+    return type(err) is RuntimeError and any(text in str(err) for text in _CPU_OUT_OF_MEMORY)
 
 
 class TrialCallback:
