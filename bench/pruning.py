@@ -68,7 +68,7 @@ def main() -> None:
 
     import optuna
 
-    from dhns_search.search.study import RunOptions, run_study
+    from dhns_search.search import RunOptions, run_study
 
     tmp = Path(tempfile.mkdtemp(prefix="dhns-bench-prune-"))
     results = {}
@@ -84,7 +84,6 @@ def main() -> None:
                 storage=f"sqlite:///{tmp}/{pruner}.db",
                 tracking_uri=f"sqlite:///{tmp}/mlflow.db",
                 seed=args.seed,
-                live=False,
             )
         )
         wall = time.perf_counter() - t

@@ -1,15 +1,30 @@
-"""A deterministic stand-in for :func:`dhns_search.training.train`, shared by the search tests.
+"""Shared by the search tests: a deterministic stand-in for :func:`dhns_search.training.train`, and the
+space files (with warm-start files) they run.
 
-It speaks the trainer's callback protocol (``on_epoch_end`` with the epoch statistics, then
+The fake trainer speaks the trainer's callback protocol (``on_epoch_end`` with the epoch statistics, then
 ``on_evaluation`` with the validation metrics, every epoch) and returns a real ``TrainResult``, so the
 search layer cannot tell it from the trainer; each test file chooses the learning curve.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
+
+import yaml
 
 from dhns_search.training.loop import TrainResult
+
+
+def write_space(folder: Path, name: str, text: str, warm: list[dict], prefix: str) -> Path:
+    """Write the space ``text`` as ``folder/name`` and each mapping of ``warm`` as ``<prefix><i>.yaml``
+    (files for ``--enqueue``); returns the space file."""
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    for i, values in enumerate(warm):
+        (folder / f"{prefix}{i}.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
 
 
 def fake_run(cfg, callbacks, *, value: Callable[[int], float], stats: Callable[[int], dict[str, float]],

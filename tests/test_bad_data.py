@@ -604,8 +604,6 @@ def test_warnings_never_change_the_data(make_openke) -> None:
     assert len(ds.train) == 5 and ds.features["visual"].present == 0
 
 
-@pytest.mark.xfail(strict=True, reason="cli_errors (dhns_search/cli/_app.py) prints the message as rich markup, "
-                   "so '[bold]' from the file disappears; fix: escape(str(err)) there")
 def test_file_content_in_brackets_reaches_the_user(make_openke) -> None:
     root = make_openke()
     (root / "train2id.txt").write_bytes(_train_with("[bold] 1 0"))

@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import dhns_search.cli.search
-import dhns_search.cli.train  # noqa: F401  (registers the command)
 from dhns_search.cli import app
 from dhns_search.config import load_config
 from dhns_search.config.io import parse_yaml_text, read_yaml, read_yaml_mapping

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
-from dhns_search.cli import data as _data  # noqa: F401  (registers the commands)
 
 runner = CliRunner()
 

@@ -4,7 +4,6 @@ import json
 
 from typer.testing import CliRunner
 
-import dhns_search.cli.train  # noqa: F401  (registers the command)
 from dhns_search.cli import app
 
 FAST = ["--set", "train.epochs=2", "--set", "train.eval_every=1", "--set", "model.dim=16",

@@ -34,3 +34,39 @@ def test_core_does_not_import_cli_or_search_layer():
         for p in (ROOT / pkg).rglob("*.py"):
             src = p.read_text(encoding="utf-8")
             assert "dhns_search.cli" not in src and "dhns_search.search" not in src, p
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``dhns_search`` modules a file imports, at the top or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("dhns_search"):
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("dhns_search"))
+    return names
+
+
+def test_no_import_cycle_in_the_package():
+    modules = {}
+    for p in ROOT.rglob("*.py"):
+        parts = ("dhns_search", *p.relative_to(ROOT).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {m: sorted(n for n in _package_imports(p) if n in modules and n != m) for m, p in modules.items()}
+    # an edge from a package's __init__ to its own modules re-exports them; it is not a dependency back
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycle = path[path.index(module):] + [module]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for dep in graph[module]:
+            if not (modules[module].name == "__init__.py" and dep.startswith(module + ".")):
+                visit(dep, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

@@ -8,26 +8,27 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-import textwrap
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
-from fake_training import fake_run
+from fake_training import fake_run, write_space
 from mlflow.tracking import MlflowClient
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
-from dhns_search.cli import search as _search  # noqa: F401 - registers run / status / export
 from dhns_search.config import load_config
 from dhns_search.errors import ConfigError, StudyError
 from dhns_search.search import pareto
-from dhns_search.search import study as study_mod
-from dhns_search.search.export import export_best, pareto_front
-from dhns_search.search.study import RunOptions, open_study, run_study, study_report
+from dhns_search.search import runner as runner_mod
+from dhns_search.search.export import export_best
+from dhns_search.search.options import RunOptions
+from dhns_search.search.queries import pareto_front
+from dhns_search.search.reports import study_report
+from dhns_search.search.runner import run_study
+from dhns_search.search.storage import open_study
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -66,16 +67,12 @@ TRIALS = [{"train.lr": 0.10, "model.dim": 8}, {"train.lr": 0.30, "model.dim": 16
 
 @pytest.fixture
 def space(tmp_path: Path) -> Path:
-    path = tmp_path / "cost.yaml"
-    path.write_text(textwrap.dedent(SPACE), encoding="utf-8")
-    for i, values in enumerate(TRIALS):
-        (tmp_path / f"t{i}.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
-    return path
+    return write_space(tmp_path, "cost.yaml", SPACE, TRIALS, "t")
 
 
 def opts(tmp_path: Path, space: Path, **kw) -> RunOptions:
     base = {"space": space, "study": "cost", "storage": f"sqlite:///{tmp_path / 'cost.db'}", "tracking_uri": "none",
-            "live": False, "sampler": "random", "n_trials": len(TRIALS),
+            "sampler": "random", "n_trials": len(TRIALS),
             "enqueue": [str(tmp_path / f"t{i}.yaml") for i in range(len(TRIALS))]}
     base.update(kw)
     return RunOptions(**base)
@@ -175,7 +172,7 @@ def test_caps_mark_trials_infeasible_and_picks_skip_them(tmp_path, space, monkey
             return trial.params.get("model.dim") == 32 and (trial.last_step or 0) >= 1
 
     # single objective with a cap at 0.5 s per epoch: C (0.64 s) is infeasible, D is pruned
-    monkeypatch.setattr(study_mod, "make_pruner", lambda name: PruneDim32())
+    monkeypatch.setattr(runner_mod, "make_pruner", lambda name: PruneDim32())
     summary = run_study(opts(tmp_path, space, sampler="tpe", max_epoch_seconds=0.5), trainer=fake_train)
     study, _ = open_study("cost", opts(tmp_path, space).storage)
     t = study.trials

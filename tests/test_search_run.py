@@ -14,20 +14,23 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
-from fake_training import fake_run
+import torch
+from fake_training import fake_run, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
-from dhns_search.cli import search as _search
+from dhns_search.cli import ui as ui_mod
 from dhns_search.config import load_config, read_preset
-from dhns_search.errors import ConfigError, StudyError, TrainingError
-from dhns_search.search import study as study_mod
+from dhns_search.errors import ConfigError, DataError, StudyError, TrainingError
+from dhns_search.search import runner as runner_mod
 from dhns_search.search.export import export_best
-from dhns_search.search.objective import trial_seed
-from dhns_search.search.study import RunOptions, open_study, run_study
+from dhns_search.search.objective import is_trial_failure
+from dhns_search.search.options import RunOptions
+from dhns_search.search.runner import run_study
+from dhns_search.search.seeds import trial_seed
+from dhns_search.search.storage import open_study
 
 # MLflow 3.17 on SQLAlchemy 2.1 warns about its own ORM options; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -51,7 +54,7 @@ def fake_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
     if cfg.model.scorer == "transe" and cfg.model.gamma > 7:
         raise TrainingError("the KGC loss is nan at epoch 1, batch 0")
     if cfg.model.scorer == "transe" and cfg.model.gamma < 4:
-        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     if cfg.train.lr == 0.0123:
         raise KeyError("a bug")
     return fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr * 10 * epoch / cfg.train.epochs,
@@ -92,22 +95,18 @@ ENQUEUED = [
 
 @pytest.fixture
 def outcome_space(tmp_path: Path) -> Path:
-    path = tmp_path / "outcomes.yaml"
-    path.write_text(textwrap.dedent(SPACE), encoding="utf-8")
-    for i, values in enumerate(ENQUEUED):
-        (tmp_path / f"warm{i}.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
-    return path
+    return write_space(tmp_path, "outcomes.yaml", SPACE, ENQUEUED, "warm")
 
 
 def options_for(tmp_path: Path, space: Path, tracking: str, **kw) -> RunOptions:
     base = {"space": space, "storage": f"sqlite:///{tmp_path / 'studies' / 'outcomes.db'}",
-            "tracking_uri": tracking, "live": False, "sampler": "random"}
+            "tracking_uri": tracking, "sampler": "random"}
     base.update(kw)
     return RunOptions(**base)
 
 
 def test_trial_outcomes_are_recorded_and_the_study_goes_on(tmp_path, outcome_space, tracking, monkeypatch):
-    monkeypatch.setattr(study_mod, "make_pruner", lambda name: PruneRotateFromStep2())
+    monkeypatch.setattr(runner_mod, "make_pruner", lambda name: PruneRotateFromStep2())
     warm = [str(tmp_path / f"warm{i}.yaml") for i in range(len(ENQUEUED))]
     summary = run_study(options_for(tmp_path, outcome_space, tracking, n_trials=6, enqueue=warm),
                         trainer=fake_train)
@@ -180,6 +179,58 @@ def test_a_bug_stops_the_study_but_every_run_is_ended(tmp_path, outcome_space, t
     assert study.trials[0].user_attrs["fail_reason"] == "KeyError: 'a bug'"
 
 
+def _cpu_out_of_memory() -> RuntimeError:
+    """What the CPU allocator raises when it cannot allocate (2**62 bytes exceeds any address space)."""
+    try:
+        torch.empty(2**62, dtype=torch.uint8)
+    except RuntimeError as err:
+        return err
+    raise AssertionError("allocating 2**62 bytes succeeded")
+
+
+@pytest.mark.parametrize(("make", "fails_the_trial_only"), [
+    (lambda: ConfigError("level_weights has 5 entries but levels has 2"), True),
+    (lambda: TrainingError("the KGC loss is nan at epoch 1, batch 0"), True),
+    (lambda: DataError("no such file"), True),
+    (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (_cpu_out_of_memory, True),
+    (lambda: RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x16 and 32x16)"), False),
+    (lambda: RuntimeError("CUDA out of memory"), False),  # torch >= 2.1 raises OutOfMemoryError for that
+    (lambda: NotImplementedError("DefaultCPUAllocator: can't allocate memory"), False),
+    (lambda: FloatingPointError("overflow"), False),
+    (lambda: MemoryError(), False),
+    (lambda: KeyError("a bug"), False),
+])
+def test_only_this_projects_errors_and_out_of_memory_fail_just_the_trial(make, fails_the_trial_only):
+    assert is_trial_failure(make()) is fails_the_trial_only
+
+
+def test_running_out_of_cpu_memory_fails_the_trial_and_the_study_goes_on(tmp_path, outcome_space):
+    def allocate_too_much(cfg, **kw):
+        torch.empty(2**62, dtype=torch.uint8)
+
+    opts = options_for(tmp_path, outcome_space, "none", study="oom", n_trials=2)
+    summary = run_study(opts, trainer=allocate_too_much)
+    assert summary.new_trials == [0, 1] and summary.states["FAIL"] == 2
+    study, _ = open_study("oom", opts.storage)
+    assert all("DefaultCPUAllocator: can't allocate memory" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+def test_a_runtime_error_in_the_trainer_is_a_bug_and_stops_the_study(tmp_path, outcome_space, tracking):
+    def shape_bug(cfg, **kw):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x16 and 32x16)")
+
+    opts = options_for(tmp_path, outcome_space, tracking, study="shapes", n_trials=3)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        run_study(opts, trainer=shape_bug)
+    study, _ = open_study("shapes", opts.storage)
+    assert len(study.trials) == 1 and study.trials[0].state == TrialState.FAIL
+    assert study.trials[0].user_attrs["fail_reason"].startswith("RuntimeError: mat1 and mat2 shapes")
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    assert {r.data.tags["dhns.role"]: r.info.status for r in runs} == {"parent": "FAILED", "trial": "FAILED"}
+
+
 def test_seed_is_fixed_when_the_study_is_created(tmp_path, outcome_space):
     opts = options_for(tmp_path, outcome_space, "none", study="seeded", n_trials=1, seed=7)
     run_study(opts, trainer=fake_train)
@@ -230,7 +281,7 @@ def test_samplers_run_on_a_conditional_space(tmp_path, outcome_space, sampler):
 # ------------------------------------------------------------------------------ CLI after a search
 def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_study(RunOptions(space=outcome_space, study="cli", n_trials=2, tracking_uri="none", live=False,
+    run_study(RunOptions(space=outcome_space, study="cli", n_trials=2, tracking_uri="none",
                          enqueue=[str(tmp_path / "warm0.yaml"), str(tmp_path / "warm5.yaml")]), trainer=fake_train)
     assert (tmp_path / "studies" / "cli.db").is_file()  # the default storage
 
@@ -288,7 +339,7 @@ def test_spaces_commands(tmp_path):
 def test_ui_starts_mlflow_on_the_project_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = []
-    monkeypatch.setattr(_search.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(ui_mod.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     missing = runner.invoke(app, ["ui"])
     assert missing.exit_code == 2 and "no MLflow tracking store" in missing.output
     (tmp_path / "mlruns").mkdir()
@@ -362,7 +413,7 @@ def slow_fake_train(cfg, **kw):
 
 def _worker(space: str, study: str, tracking: str, n: int) -> None:
     run_study(RunOptions(space=Path(space), study=study, storage=POSTGRES, tracking_uri=tracking, n_trials=n,
-                         live=False, sampler="random", pruner="none"), trainer=slow_fake_train)
+                         sampler="random", pruner="none"), trainer=slow_fake_train)
 
 
 @pytest.mark.postgres
@@ -422,7 +473,7 @@ def test_benchmark_spaces_load_their_data_and_take_the_released_config(name, tmp
     # data.path (../shared/benchmarks/...) is relative to the repository root, where a run starts
     monkeypatch.chdir(SPACES.parent)
     opts = RunOptions(space=Path("spaces") / f"{name}.yaml", storage=f"sqlite:///{tmp_path / 's.db'}",
-                      tracking_uri="none", n_trials=1, live=False, enqueue=["preset:paper-distmult-mkgy"])
+                      tracking_uri="none", n_trials=1, enqueue=["preset:paper-distmult-mkgy"])
     summary = run_study(opts, trainer=fake_train)
     study, _ = open_study(name, opts.storage)
     trial = study.trials[0]

@@ -13,8 +13,9 @@ __all__ = ["best_trial_config"]
 
 def best_trial_config(name: str, storage: str | None) -> RunConfig:
     """The replayable configuration of the best feasible completed trial of study ``name``."""
-    from dhns_search.search.export import pick_trial, trial_config
-    from dhns_search.search.study import open_study
+    from dhns_search.search.export import trial_config
+    from dhns_search.search.queries import pick_trial
+    from dhns_search.search.storage import open_study
 
     study, _ = open_study(name, storage)
     return trial_config(study, pick_trial(study, "best"), pick="best")

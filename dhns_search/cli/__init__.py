@@ -1,18 +1,21 @@
-"""The ``dhns-search`` command line.  Commands parse options and call one library function each."""
+"""The ``dhns-search`` command line.  Each command parses its options and calls one library function.
+
+One module per command (or group); each registers its commands on :data:`app` where it defines them,
+and importing this package imports them all, so ``from dhns_search.cli import app`` has every command.
+The order of the imports is the order of ``--help``.
+"""
 
 from __future__ import annotations
 
 from dhns_search.cli._app import app
 
-
-def main() -> None:
-    # Importing the command modules registers their commands on ``app``.
-    from dhns_search.cli import compare as _compare  # noqa: F401
-    from dhns_search.cli import data as _data  # noqa: F401
-    from dhns_search.cli import search as _search  # noqa: F401
-    from dhns_search.cli import train as _train  # noqa: F401
-
-    app()
-
+# The commands, in the order of --help.
+# isort: off
+from dhns_search.cli import run, status, export, ui, train, compare, data, spaces  # noqa: F401
+# isort: on
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

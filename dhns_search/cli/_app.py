@@ -1,17 +1,25 @@
-"""The Typer application, the shared console and the error boundary of every command."""
+"""The Typer application, the shared consoles and the error boundary of every command.
+
+Command modules register their commands on :data:`app` where they define them; ``dhns_search.cli``
+imports them all, so ``from dhns_search.cli import app`` has every command.  Keep this module and the
+command modules' top-level imports light (no torch, optuna or mlflow): ``--help`` must answer at once,
+so heavy libraries are imported inside the command functions that use them.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dhns_search import __version__
-from dhns_search.errors import DhnsError
+from dhns_search.errors import DhnsError, DhnsWarning
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,11 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect, check and synthesise datasets.", no_args_is_help=True)
-features_app = typer.Typer(help="Make modality feature tables.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(features_app, name="features")
-
 F = TypeVar("F", bound=Callable)
 
 
@@ -38,15 +41,29 @@ def cli_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", DhnsWarning)  # each distinct warning once
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except DhnsError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (:class:`DhnsWarning`) as one ``warning:`` line on stderr; others as Python shows them."""
+    if issubclass(category, DhnsWarning):
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
 
 
 def _version(value: bool) -> None:

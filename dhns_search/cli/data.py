@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dhns_search.cli._app import cli_errors, console, data_app, echo_err, err_console, features_app
+from dhns_search.cli._app import app, cli_errors, console, echo_err, err_console
 from dhns_search.config.io import validate_model
 from dhns_search.config.models import SynthConfig
-from dhns_search.data.openke import dataset_warnings, load_dataset
-from dhns_search.data.stats import CATEGORY_NAMES, DatasetSummary, summarize
-from dhns_search.data.synth import synthesize
 from dhns_search.errors import DataError
+
+if TYPE_CHECKING:
+    from dhns_search.data.stats import DatasetSummary
+
+data_app = typer.Typer(help="Inspect, check and synthesise datasets.", no_args_is_help=True)
+features_app = typer.Typer(help="Make modality feature tables.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
 
 _D = SynthConfig()  # option defaults come from the configuration model
 
@@ -37,6 +42,8 @@ def _short_source(source: str | None, root: str | None) -> str:
 
 def render_summary(summary: DatasetSummary) -> None:
     """Print a dataset summary as rich tables."""
+    from dhns_search.data.stats import CATEGORY_NAMES
+
     table = Table(title=f"dataset {summary.name}", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -79,6 +86,8 @@ def render_summary(summary: DatasetSummary) -> None:
 @cli_errors
 def info(path: DatasetDir) -> None:
     """Show entities, relations, split sizes, relation categories, feature coverage and warnings."""
+    from dhns_search.data import load_dataset, summarize
+
     render_summary(summarize(load_dataset(path)))
 
 
@@ -86,6 +95,8 @@ def info(path: DatasetDir) -> None:
 @cli_errors
 def check(path: DatasetDir) -> None:
     """Validate a dataset and its feature tables; print 'ok' or the problem (non-zero exit)."""
+    from dhns_search.data import dataset_warnings, load_dataset
+
     dataset = load_dataset(path)
     for warning in dataset_warnings(dataset):
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -118,6 +129,8 @@ def synth(
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty directory.")] = False,
 ) -> None:
     """Write the embedded synthetic multimodal graph (OpenKE files + features/*.npy)."""
+    from dhns_search.data import load_dataset, summarize, synthesize
+
     cfg = validate_model(
         SynthConfig,
         {

@@ -1,11 +1,31 @@
-"""The search layer: spaces, the Optuna objective, the MLflow bridge, study runs, exports and plots.
+"""The search layer: it composes the core (``dhns_search.training`` ...) and is the only layer that
+imports optuna and mlflow.  One job per module:
 
-It composes the core (``dhns_search.training`` ...) and is the only layer that imports optuna and
-mlflow.  Public entry points::
+=================  ==========================================================================
+``options``        :class:`RunOptions` and every default of ``run``, ``status`` and ``ui``
+``space/``         search spaces: schema, dotted fields, list encoding, the runtime space, validation
+``targets``        what a study optimises (objective names) and the caps it respects
+``seeds``          trial and sampler seeds from the study seed
+``urls``           storage and tracking URLs (defaults, SQLite paths, display)
+``storage``        Optuna storages, finding and opening studies
+``samplers``       Optuna's samplers and pruners by name
+``objective``      one trial: :class:`Objective`, :class:`TrialCallback`, which failures are the trial's
+``resources``      peak memory of a trial
+``queries``        completed / feasible / best trials, leaderboard rows, Pareto front, picks
+``pareto``         the pure front, knee and pick functions
+``reports``        what ``dhns-search status`` shows
+``export``         standalone configs of the best trials
+``tracking``       the MLflow bridge (experiment, parent run, child runs)
+``publish``        what the MLflow parent run receives
+``plots``          study plots as PNG files
+``runner``         ``run_study``: prepare, attach, optimise, finish
+=================  ==========================================================================
+
+Public entry points::
 
     from dhns_search.search import load_space, suggest, apply, run_study, RunOptions
 
-The heavier modules (the study runner imports MLflow) load on first use, so ``import dhns_search.search``
+The modules that import optuna, mlflow or torch load on first use, so ``import dhns_search.search``
 stays quick for the command line.
 """
 
@@ -14,15 +34,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from dhns_search.search.options import RunOptions
 from dhns_search.search.space import SearchSpace, apply, load_space, suggest
 
 __all__ = [
-    "MlflowBridge",
-    "Objective",
     "RunOptions",
     "SearchSpace",
     "StudySummary",
-    "TrialCallback",
     "apply",
     "export_best",
     "list_studies",
@@ -31,21 +49,15 @@ __all__ = [
     "run_study",
     "study_report",
     "suggest",
-    "write_plots",
 ]
 
 _LAZY = {
-    "RunOptions": "dhns_search.search.study",
-    "StudySummary": "dhns_search.search.study",
-    "run_study": "dhns_search.search.study",
-    "open_study": "dhns_search.search.study",
-    "list_studies": "dhns_search.search.study",
-    "study_report": "dhns_search.search.study",
+    "StudySummary": "dhns_search.search.runner",
+    "run_study": "dhns_search.search.runner",
+    "open_study": "dhns_search.search.storage",
+    "list_studies": "dhns_search.search.reports",
+    "study_report": "dhns_search.search.reports",
     "export_best": "dhns_search.search.export",
-    "MlflowBridge": "dhns_search.search.mlflow_bridge",
-    "Objective": "dhns_search.search.objective",
-    "TrialCallback": "dhns_search.search.objective",
-    "write_plots": "dhns_search.search.plots",
 }
 
 

@@ -1,10 +1,11 @@
 """The Optuna objective: one trial = sample the space, build the config, train with a pruning callback.
 
-A trial's configuration is ``base + --set overrides + fixed + sampled``, plus the trial's own seed
-(derived from the study seed and the trial number, see :func:`trial_seed`), the device, and
-``train.test: false`` (the test split is never used during a search).  The trial's value is the best
+A trial's configuration is, in this order: **base, fixed, ``--set`` overrides, sampled values** (see
+:mod:`dhns_search.search.space.runtime`), then the trial's own seed (derived from the study seed and
+the trial number, :func:`~dhns_search.search.seeds.trial_seed`), the device, ``train.test: false`` (the
+test split is never used during a search) and ``train.progress: false``.  The trial's value is the best
 validation ``cfg.train.metric``; with several objectives (``run --objective mrr,epoch_seconds``) it is
-one value per objective, in their order (see :mod:`dhns_search.search.objectives`).
+one value per objective, in their order (see :mod:`dhns_search.search.targets`).
 
 Every trial that trained is measured: ``epoch_seconds`` (mean over the epochs run, evaluation
 excluded), ``train_seconds`` and ``peak_memory_mb`` (:class:`~dhns_search.search.resources.PeakMemory`)
@@ -19,9 +20,12 @@ Outcomes:
   (decoded), ``config`` (the resolved configuration), ``best_valid``, ``dataset_fingerprint``;
 - pruned: :class:`~dhns_search.training.StopTraining` from :class:`TrialCallback` becomes
   :class:`optuna.TrialPruned`; user attr ``pruned_at``;
-- failed: a :class:`~dhns_search.errors.DhnsError` (bad combination, NaN loss ...) or a ``RuntimeError``
-  (e.g. out of memory) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with
-  user attr ``fail_reason`` and the study goes on.  Anything else is a bug and stops the study.
+- failed (:func:`is_trial_failure`): a :class:`~dhns_search.errors.DhnsError` (bad combination, NaN loss
+  ...) or running out of memory (``torch.cuda.OutOfMemoryError``, or the CPU allocator's out-of-memory
+  ``RuntimeError``) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with user
+  attr ``fail_reason`` and the study goes on;
+- anything else (a shape mismatch in the trainer, a ``KeyError`` ...) is a bug: the trial is FAIL with its
+  ``fail_reason``, and the exception propagates, so the study stops with the traceback.
 
 The MLflow child run is ended in every case (``finally``).
 """
@@ -29,26 +33,32 @@ The MLflow child run is ended in every case (``finally``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import optuna
+import torch
 
 from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import DhnsError
-from dhns_search.search.mlflow_bridge import MlflowBridge, TrialRun
-from dhns_search.search.objectives import ObjectiveSpec, constraint_values, primary_index
 from dhns_search.search.resources import PeakMemory
-from dhns_search.search.space import SearchSpace, flatten_config, format_value, suggest
+from dhns_search.search.seeds import trial_seed
+from dhns_search.search.space import SearchSpace, flatten_config, suggest
+from dhns_search.search.space.encoding import short_values
+from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
+from dhns_search.training import StopTraining, train
 
-__all__ = ["FAILURES", "Objective", "TrialCallback", "TrialFailed", "trial_seed"]
+if TYPE_CHECKING:
+    from dhns_search.search.tracking import MlflowBridge, TrialRun
 
-#: Exceptions that fail one trial but let the study go on.
-FAILURES: tuple[type[BaseException], ...] = (DhnsError, RuntimeError, FloatingPointError)
+__all__ = ["Objective", "TrialCallback", "TrialFailed", "is_trial_failure"]
+
+#: how the CPU allocator says it is out of memory (a plain ``RuntimeError``; Linux, then Windows wording)
+_CPU_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
 
 
 class TrialFailed(Exception):
@@ -59,20 +69,12 @@ class TrialFailed(Exception):
         self.reason = reason
 
 
-def trial_seed(study_seed: int, number: int) -> int:
-    """A stable 31-bit seed for trial ``number`` of a study seeded with ``study_seed``.
-
-    A hash (not ``study_seed + number``) so that neighbouring studies do not share seeds; stable across
-    processes and Python versions (unlike ``hash()``).
-    """
-    digest = hashlib.sha256(f"dhns-search/{study_seed}/{number}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _stop_training() -> type[Exception]:
-    from dhns_search.training.loop import StopTraining
-
-    return StopTraining
+def is_trial_failure(err: BaseException) -> bool:
+    """Whether ``err`` fails one trial and lets the study go on: this project's errors (a bad combination,
+    a NaN loss ...) and running out of memory.  Anything else is a bug that must stop the study."""
+    if isinstance(err, (DhnsError, torch.cuda.OutOfMemoryError)):
+        return True
+    return type(err) is RuntimeError and any(text in str(err) for text in _CPU_OUT_OF_MEMORY)
 
 
 class TrialCallback:
@@ -123,7 +125,22 @@ class TrialCallback:
             return
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
-            raise _stop_training()(f"pruned at epoch {epoch} ({self.metric} {value:.4f})")
+            raise StopTraining(f"pruned at epoch {epoch} ({self.metric} {value:.4f})")
+
+
+@dataclass
+class _Outcome:
+    """How far one trial got; the ``finally`` of :meth:`Objective.__call__` ends its MLflow run with it."""
+
+    state: str = "FAIL"
+    value: float | None = None
+    reason: str | None = None
+    callback: TrialCallback | None = None
+    measures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_epoch(self) -> int:
+        return self.callback.last_epoch if self.callback else 0
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
@@ -158,17 +175,9 @@ class Objective:
         self.device = device
         self.bridge = bridge
         self.dataset = dataset
-        self._trainer = trainer
+        self.trainer = trainer or train
         self.objectives = list(objectives or [])
         self.caps = dict(caps or {})
-
-    @property
-    def trainer(self) -> Callable[..., Any]:
-        if self._trainer is None:
-            from dhns_search.training.loop import train
-
-            self._trainer = train
-        return self._trainer
 
     def trial_mapping(self, sampled: dict[str, Any], seed: int) -> dict:
         """The trial's configuration as a plain mapping (not yet validated)."""
@@ -181,13 +190,81 @@ class Objective:
         data["train"]["progress"] = False
         return data
 
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        t0 = time.perf_counter()
+        seed = trial_seed(self.study_seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        sampled = suggest(trial, self.space)
+        trial.set_user_attr("params", _jsonable(self.space.resolve(sampled)))
+        data = self.trial_mapping(sampled, seed)
+        run = self._start_run(trial, sampled, data, seed)
+        out = _Outcome()
+        try:
+            return self._train(trial, sampled, data, run, out)
+        except StopTraining as stop:
+            out.state, out.reason = "PRUNED", str(getattr(stop, "reason", stop))
+            trial.set_user_attr("pruned_at", out.last_epoch)
+            self._record(trial, out.measures, run, out.last_epoch, constrain=True)
+            raise optuna.TrialPruned(out.reason) from None
+        except TrialFailed as err:
+            out.reason = err.reason
+            self._record_failure(trial, run, out)
+            raise
+        except BaseException as err:
+            out.reason = f"{type(err).__name__}: {err}"
+            if is_trial_failure(err):
+                self._record_failure(trial, run, out)
+                raise TrialFailed(out.reason) from err
+            # a bug or an interrupt: the child run is ended below, the exception stops the study
+            out.reason = out.reason.rstrip(": ")
+            if isinstance(err, KeyboardInterrupt):
+                out.state = "INTERRUPTED"
+            trial.set_user_attr("fail_reason", out.reason)
+            raise
+        finally:
+            trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
+            if run is not None:
+                run.end(out.state, value=out.value, reason=out.reason)
+
+    def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int) -> TrialRun | None:
+        """The trial's MLflow child run, with the configuration as params (None when MLflow is off)."""
+        if self.bridge is None:
+            return None
+        # The same keys for every trial: the defaults filled in, even when validation fails later.
+        flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
+        tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled)}
+        run = self.bridge.start_trial(trial.number, flat, tags)
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        return run
+
+    def _train(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, run: TrialRun | None,
+               out: _Outcome) -> float | list[float]:
+        """Validate the configuration, train, record the result; ``out`` follows each stage."""
+        cfg = validate_config(data, f"{self.space.source}: trial {trial.number} {short_values(sampled)}")
+        trial.set_user_attr("config", cfg.model_dump(mode="json"))
+        if run is not None:
+            run.log_text(dump_yaml(cfg), "config.yaml")
+        out.callback = TrialCallback(trial, cfg.train.metric, run, report=len(self.objectives) <= 1)
+        memory = PeakMemory(cuda=self._uses_cuda(cfg))
+        t_train = time.perf_counter()
+        try:
+            with memory:
+                result = self.trainer(cfg, dataset=self.dataset, callbacks=[out.callback])
+        finally:
+            out.measures = {"train_seconds": time.perf_counter() - t_train,
+                            "epoch_seconds": out.callback.mean_epoch_seconds,
+                            "peak_memory_mb": memory.peak_mb, "peak_memory_kind": memory.kind}
+        values = self._values(cfg, result.best_valid, out.measures)
+        out.value = values[primary_index(self.objectives)]
+        self._record_result(trial, result, run, values, out.measures)
+        out.state = "COMPLETE"
+        return values if len(values) > 1 else values[0]
+
     @staticmethod
     def _uses_cuda(cfg: RunConfig) -> bool:
         """Whether the trainer will put this trial on a GPU (device cuda, or auto with one present)."""
         if cfg.device == "cpu":
             return False
-        import torch
-
         return bool(torch.cuda.is_available())
 
     def _values(self, cfg: RunConfig, best_valid: Mapping[str, float], measures: Mapping[str, Any]) -> list[float]:
@@ -202,6 +279,27 @@ class Objective:
                 raise TrialFailed(f"the {'validation ' if spec.kind == 'accuracy' else ''}{spec.name} is nan")
             values.append(float(raw))
         return values
+
+    def _record_result(self, trial: optuna.Trial, result: Any, run: TrialRun | None, values: list[float],
+                       measures: dict[str, Any]) -> None:
+        """A completed trial's result -> user attrs, constraints, and its MLflow run."""
+        trial.set_user_attr("best_epoch", int(result.best_epoch))
+        trial.set_user_attr("epochs_run", int(result.epochs_run))
+        self._record(trial, measures, run, int(result.epochs_run), constrain=True)
+        trial.set_user_attr("best_valid", {k: float(v) for k, v in result.best_valid.items()})
+        trial.set_user_attr("config", result.config.model_dump(mode="json"))
+        fingerprint = getattr(result, "dataset_fingerprint", None)
+        if fingerprint is None and self.dataset is not None:
+            fingerprint = self.dataset.fingerprint()
+        if fingerprint:
+            trial.set_user_attr("dataset_fingerprint", fingerprint)
+        if run is not None:
+            run.log_text(dump_yaml(result.config), "config.yaml")
+            run.log_metrics({f"best_valid_{k}": v for k, v in result.best_valid.items()}
+                            | {"best_epoch": result.best_epoch}, step=result.best_epoch)
+            if len(values) > 1:
+                run.set_tags({"dhns.values": ", ".join(
+                    f"{s.name}={v!r}" for s, v in zip(self.objectives, values))})
 
     def _record(self, trial: optuna.Trial, measures: dict[str, Any], run: TrialRun | None, step: int,
                 *, constrain: bool) -> None:
@@ -219,97 +317,11 @@ class Objective:
             for name, value in constraint_values(measures, self.caps).items():
                 trial.set_constraint(name, value)
 
-    def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        t0 = time.perf_counter()
-        StopTraining = _stop_training()
-        seed = trial_seed(self.study_seed, trial.number)
-        trial.set_user_attr("seed", seed)
-        sampled = suggest(trial, self.space)
-        trial.set_user_attr("params", _jsonable(self.space.resolve(sampled)))
-        data = self.trial_mapping(sampled, seed)
-
-        run: TrialRun | None = None
-        if self.bridge is not None:
-            # The same keys for every trial: the defaults filled in, even when validation fails below.
-            flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
-            tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled)}
-            run = self.bridge.start_trial(trial.number, flat, tags)
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-
-        state, value, reason = "FAIL", None, None
-        callback: TrialCallback | None = None
-        measures: dict[str, Any] = {}
-        try:
-            cfg = validate_config(data, f"{self.space.source}: trial {trial.number} {_short(sampled)}")
-            trial.set_user_attr("config", cfg.model_dump(mode="json"))
-            if run is not None:
-                run.log_text(dump_yaml(cfg), "config.yaml")
-            callback = TrialCallback(trial, cfg.train.metric, run, report=len(self.objectives) <= 1)
-            memory = PeakMemory(cuda=self._uses_cuda(cfg))
-            t_train = time.perf_counter()
-            try:
-                with memory:
-                    result = self.trainer(cfg, dataset=self.dataset, callbacks=[callback])
-            finally:
-                measures = {"train_seconds": time.perf_counter() - t_train,
-                            "epoch_seconds": callback.mean_epoch_seconds,
-                            "peak_memory_mb": memory.peak_mb, "peak_memory_kind": memory.kind}
-            values = self._values(cfg, result.best_valid, measures)
-            value = values[primary_index(self.objectives)] if self.objectives else values[0]
-            trial.set_user_attr("best_epoch", int(result.best_epoch))
-            trial.set_user_attr("epochs_run", int(result.epochs_run))
-            self._record(trial, measures, run, int(result.epochs_run), constrain=True)
-            trial.set_user_attr("best_valid", {k: float(v) for k, v in result.best_valid.items()})
-            trial.set_user_attr("config", result.config.model_dump(mode="json"))
-            fingerprint = getattr(result, "dataset_fingerprint", None)
-            if fingerprint is None and self.dataset is not None:
-                fingerprint = self.dataset.fingerprint()
-            if fingerprint:
-                trial.set_user_attr("dataset_fingerprint", fingerprint)
-            if run is not None:
-                run.log_text(dump_yaml(result.config), "config.yaml")
-                run.log_metrics({f"best_valid_{k}": v for k, v in result.best_valid.items()}
-                                | {"best_epoch": result.best_epoch}, step=result.best_epoch)
-                if len(values) > 1:
-                    run.set_tags({"dhns.values": ", ".join(
-                        f"{s.name}={v!r}" for s, v in zip(self.objectives, values))})
-            state = "COMPLETE"
-            return values if len(values) > 1 else values[0]
-        except StopTraining as stop:
-            state, reason = "PRUNED", str(getattr(stop, "reason", stop))
-            trial.set_user_attr("pruned_at", callback.last_epoch if callback else 0)
-            self._record(trial, measures, run, callback.last_epoch if callback else 0, constrain=True)
-            raise optuna.TrialPruned(reason) from None
-        except TrialFailed as err:
-            reason = err.reason
-            trial.set_user_attr("fail_reason", reason)
-            self._record_quietly(trial, measures, run, callback)
-            raise
-        except FAILURES as err:
-            reason = f"{type(err).__name__}: {err}"
-            trial.set_user_attr("fail_reason", reason)
-            self._record_quietly(trial, measures, run, callback)
-            raise TrialFailed(reason) from err
-        except BaseException as err:  # a bug or an interrupt: still end the child run, then propagate
-            reason = f"{type(err).__name__}: {err}".rstrip(": ")
-            if isinstance(err, KeyboardInterrupt):
-                state = "INTERRUPTED"
-            trial.set_user_attr("fail_reason", reason)
-            raise
-        finally:
-            trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
-            if run is not None:
-                run.end(state, value=value, reason=reason)
-
-    def _record_quietly(self, trial: optuna.Trial, measures: dict[str, Any], run: TrialRun | None,
-                        callback: TrialCallback | None) -> None:
-        """What a failed trial measured before it failed (no constraints: Optuna ignores failed trials)."""
-        if measures.get("epoch_seconds") is None:
+    def _record_failure(self, trial: optuna.Trial, run: TrialRun | None, out: _Outcome) -> None:
+        """``fail_reason``, and what the trial measured before it failed (no constraints: Optuna ignores
+        failed trials)."""
+        trial.set_user_attr("fail_reason", out.reason)
+        if out.measures.get("epoch_seconds") is None:
             return
         with contextlib.suppress(Exception):  # never hide the trial's own failure
-            self._record(trial, measures, run, callback.last_epoch if callback else 0, constrain=False)
-
-
-def _short(sampled: dict[str, Any]) -> str:
-    text = ", ".join(f"{k}={format_value(v)}" for k, v in sampled.items())
-    return f"({text[:297]}...)" if len(text) > 300 else f"({text})"
+            self._record(trial, out.measures, run, out.last_epoch, constrain=False)

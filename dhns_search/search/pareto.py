@@ -3,7 +3,7 @@
 Every function takes ``points`` (a sequence of objective vectors, one per trial, all of the same
 length) and ``directions`` (one ``"maximize"`` / ``"minimize"`` per objective; Optuna's
 ``StudyDirection`` works too) and returns indices into ``points``.  Nothing here knows about Optuna
-studies: :mod:`dhns_search.search.export` feeds it the values of the feasible completed trials.
+studies: :mod:`dhns_search.search.queries` feeds it the values of the feasible completed trials.
 
 Definitions
 -----------

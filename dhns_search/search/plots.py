@@ -21,7 +21,11 @@ matplotlib.use("Agg")  # before pyplot: no display on servers and CI
 
 import matplotlib.pyplot as plt
 import optuna
+import optuna.visualization.matplotlib as ovm
 from optuna.trial import TrialState
+
+from dhns_search.search.queries import completed, pareto_front
+from dhns_search.search.targets import primary_index, study_objectives
 
 __all__ = ["PLOTS", "PlotResult", "write_pareto_plot", "write_plots", "write_study_plot"]
 
@@ -67,8 +71,6 @@ def _why_not(name: str, study: optuna.Study) -> str | None:
 
 def _axes(study: optuna.Study) -> tuple[int, int]:
     """(x, y) objective indices of the Pareto plot: first cost objective (else the other one), primary."""
-    from dhns_search.search.objectives import primary_index, study_objectives
-
     specs = study_objectives(study)
     y = primary_index(specs)
     x = next((i for i, s in enumerate(specs) if s.kind == "cost"), next(i for i in range(len(specs)) if i != y))
@@ -77,9 +79,6 @@ def _axes(study: optuna.Study) -> tuple[int, int]:
 
 def write_pareto_plot(study: optuna.Study, path: str | Path) -> Path:
     """The Pareto plot of a multi-objective study as a PNG (see the module docstring)."""
-    from dhns_search.search.export import completed, pareto_front
-    from dhns_search.search.objectives import study_objectives
-
     specs = study_objectives(study)
     if len(specs) < 2:
         raise ValueError("a Pareto plot needs a study with at least two objectives")
@@ -129,12 +128,8 @@ def _save(fig, path: str | Path) -> Path:
 def write_study_plot(study: optuna.Study, path: str | Path) -> Path:
     """``status --plot FILE``: the Pareto plot of a multi-objective study, the optimisation history of
     a single-objective one."""
-    from dhns_search.search.objectives import study_objectives
-
     if len(study_objectives(study)) > 1:
         return write_pareto_plot(study, path)
-    import optuna.visualization.matplotlib as ovm
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -149,10 +144,6 @@ def write_study_plot(study: optuna.Study, path: str | Path) -> Path:
 def write_plots(study: optuna.Study, out_dir: str | Path) -> PlotResult:
     """Draw every plot of :data:`PLOTS` that the study allows into ``out_dir/<name>.png`` (and, for a
     multi-objective study, ``pareto_front.png``)."""
-    import optuna.visualization.matplotlib as ovm
-
-    from dhns_search.search.objectives import primary_index, study_objectives
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = PlotResult()
@@ -180,10 +171,7 @@ def write_plots(study: optuna.Study, out_dir: str | Path) -> PlotResult:
                 ax = getattr(ovm, func_name)(study, **({} if name == "intermediate_values" else kwargs))
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
                 fig.set_size_inches(9, 5.5)
-                fig.tight_layout()
-                path = out / f"{name}.png"
-                fig.savefig(path, dpi=100)
-            result.files.append(path)
+                result.files.append(_save(fig, out / f"{name}.png"))
         except Exception as err:  # noqa: BLE001 - a plot is never worth failing a study for
             result.skipped[name] = f"{type(err).__name__}: {err}"
         finally:

@@ -1,4 +1,5 @@
-"""A small bridge from a study to MLflow, over :class:`mlflow.tracking.MlflowClient`.
+"""The MLflow bridge: a study's experiment, its parent run and one child run per trial, over
+:class:`mlflow.tracking.MlflowClient` (what the parent receives is decided in :mod:`.publish`).
 
 Layout in the tracking store (one experiment per study, named after it)::
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,16 +40,18 @@ from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dhns_search.errors import StudyError
+from dhns_search.search.options import DEFAULT_UI_HOST, DEFAULT_UI_PORT
+from dhns_search.search.urls import DEFAULT_TRACKING_URI, sqlite_path
+
 __all__ = [
-    "DEFAULT_TRACKING_URI",
     "MLFLOW_STATUS",
     "MlflowBridge",
     "TrialRun",
     "artifact_root_for",
     "prepare_tracking_uri",
+    "ui_command",
 ]
-
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 #: Optuna trial state -> MLflow run status.
 MLFLOW_STATUS = {
@@ -62,16 +66,9 @@ _PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _METRIC_BATCH = 1000
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        rest = uri[len("sqlite:///") :]
-        return Path(rest) if rest and rest != ":memory:" else None
-    return None
-
-
 def prepare_tracking_uri(uri: str) -> str:
     """Create the folder of a SQLite tracking database; other URIs are returned unchanged."""
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     return uri
@@ -83,7 +80,7 @@ def artifact_root_for(uri: str) -> Path:
     MLflow 3 would otherwise place artifacts relative to the working directory of whichever process
     creates the experiment; an explicit absolute ``file://`` location keeps them in one place.
     """
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         return path.resolve().parent / "artifacts"
     return Path("mlruns/artifacts").resolve()
@@ -282,3 +279,13 @@ class MlflowBridge:
             child.end("FAIL", reason="could not log the parameters")
             raise
         return child
+
+
+def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI, *, port: int = DEFAULT_UI_PORT,
+               host: str = DEFAULT_UI_HOST) -> list[str]:
+    """The ``mlflow ui`` command line for the project's tracking store."""
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise StudyError(f"no MLflow tracking store at {path}; run dhns-search run first")
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+            "--host", host, "--port", str(port)]

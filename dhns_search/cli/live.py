@@ -1,0 +1,170 @@
+"""What ``dhns-search run`` shows while trials run: the live table of finished trials, and a log filter
+that keeps Optuna from printing a traceback for an expected trial failure.
+
+Imported by the ``run`` command only when it runs (it loads optuna).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from dhns_search.cli._format import params_text, short_names
+from dhns_search.search.objective import TrialFailed
+from dhns_search.search.queries import best_trial, primary_value, violation_text
+from dhns_search.search.runner import PreparedRun
+from dhns_search.search.targets import ObjectiveSpec, is_feasible, primary_index
+
+__all__ = ["LiveTable", "quiet_failed_trials"]
+
+_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "INFEASIBLE": "magenta"}
+
+
+class LiveTable:
+    """Shows finished trials as they end (a :class:`~dhns_search.search.runner.Monitor`).
+
+    On a terminal: a live rich table (the last ``max_rows`` trials, the first ``max_params`` parameters in
+    sampling order).  Elsewhere (logs, CI): one line per trial with every parameter.  ``enabled=False``
+    (``--no-live``) shows nothing.
+    """
+
+    def __init__(self, console: Console, *, max_rows: int = 20, max_params: int = 8, enabled: bool = True) -> None:
+        self.console = console
+        self.max_rows = max_rows
+        self.max_params = max_params
+        self.enabled = enabled
+        self.study_name = ""
+        self.objectives: list[ObjectiveSpec] = []
+        self.short: dict[str, str] = {}
+        self.rows: list[tuple[FrozenTrial, float | None]] = []
+        self._live: Live | None = None
+
+    @contextlib.contextmanager
+    def watch(self, run: PreparedRun) -> Iterator[None]:
+        """Learn the study's name, parameters and objectives; show the live table (on a terminal) while
+        the block runs."""
+        self.study_name = run.name
+        self.objectives = list(run.objectives)
+        self.short = short_names(run.space.names)
+        if not (self.enabled and self.console.is_terminal):
+            yield
+            return
+        with Live(self.render(), console=self.console, refresh_per_second=4, transient=False) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                live.update(self.render())
+                self._live = None
+
+    def _params(self, trial: FrozenTrial, limit: int | None = None) -> str:
+        items = list(trial.params.items())
+        shown = items if limit is None else items[:limit]
+        text = params_text(dict(shown), self.short, digits=3)
+        return text + (f"  (+{len(items) - len(shown)} more)" if len(shown) < len(items) else "")
+
+    def _value(self, trial: FrozenTrial) -> str:
+        if not trial.values:
+            return "-"
+        if len(trial.values) == 1:
+            return f"{trial.values[0]:.4f}"
+        return ", ".join(f"{v:.4g}" for v in trial.values)
+
+    @staticmethod
+    def _state(trial: FrozenTrial) -> str:
+        if trial.state == TrialState.COMPLETE and not is_feasible(trial):
+            return "infeasible"
+        return trial.state.name.lower()
+
+    def render(self) -> Group:
+        table = Table(title=f"study {self.study_name}", title_justify="left", expand=False)
+        value_col = "value" if len(self.objectives) <= 1 else ", ".join(s.label for s in self.objectives)
+        best_col = "best" if len(self.objectives) <= 1 else f"best {self.objectives[primary_index(self.objectives)].label}"
+        for col, just in (("#", "right"), ("state", "left"), (value_col, "right"), (best_col, "right"),
+                          ("time", "right"), ("params", "left")):
+            table.add_column(col, justify=just, overflow="fold" if col == "params" else "ellipsis")
+        for trial, best in self.rows[-self.max_rows :]:
+            value = self._value(trial)
+            if trial.state == TrialState.PRUNED and trial.intermediate_values:
+                step = max(trial.intermediate_values)
+                value = f"({trial.intermediate_values[step]:.4f}@{step})"
+            secs = (trial.datetime_complete - trial.datetime_start).total_seconds() \
+                if trial.datetime_complete and trial.datetime_start else None
+            state = self._state(trial)
+            table.add_row(
+                str(trial.number),
+                Text(state, style=_STATE_STYLE.get(state.upper(), "")),
+                value,
+                "-" if best is None else f"{best:.4f}",
+                "-" if secs is None else f"{secs:.1f}s",
+                self._params(trial, self.max_params),
+            )
+        hidden = len(self.rows) - self.max_rows
+        parts: list[Any] = [table]
+        if hidden > 0:
+            parts.insert(0, Text(f"... {hidden} earlier trials of this run not shown", style="dim"))
+        return Group(*parts)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        best = best_trial(study)
+        best_value = primary_value(best, self.objectives) if best else None
+        self.rows.append((trial, best_value))
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._live.update(self.render())
+            return
+        reason = trial.user_attrs.get("fail_reason") if trial.state == TrialState.FAIL else None
+        if self._state(trial) == "infeasible":
+            reason = f"infeasible: {violation_text(study, trial)}"
+        names = "" if len(self.objectives) <= 1 else f" ({', '.join(s.label for s in self.objectives)})"
+        self.console.print(
+            f"trial {trial.number}: {trial.state.name.lower()} value{names} {self._value(trial)} "
+            f"best {'-' if best_value is None else f'{best_value:.4f}'}  {self._params(trial)}"
+            + (f"  [{reason}]" if reason else ""),
+            highlight=False, markup=False, soft_wrap=True,
+        )
+
+
+class _QuietFailedTrials(logging.Filter):
+    """Drop Optuna's traceback for trials that failed with :class:`TrialFailed` (an expected outcome
+    whose reason the live table and the ``fail_reason`` attribute already show)."""
+
+    _VALUE = re.compile(r"^Trial (\d+) failed with value")
+    _PARAMS = re.compile(r"^Trial (\d+) failed with parameters")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+            m = self._PARAMS.match(msg)
+            if m:
+                self.quiet.add(m.group(1))
+            return False
+        m = self._VALUE.match(msg)
+        return not (m and m.group(1) in self.quiet)
+
+
+@contextlib.contextmanager
+def quiet_failed_trials() -> Iterator[None]:
+    """While the block runs, Optuna logs no traceback for a trial that failed with :class:`TrialFailed`."""
+    logger = logging.getLogger("optuna.study._optimize")
+    flt = _QuietFailedTrials()
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)

@@ -1,0 +1,58 @@
+"""What a user can tell the search, each default declared once: :class:`RunOptions` (``dhns-search run``)
+and the defaults of ``status`` and ``ui``.  The command line reads its option defaults from here.
+
+Light on purpose (no optuna, no mlflow, no torch), so ``dhns-search --help`` loads none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dhns_search.search.targets import check_caps
+from dhns_search.search.urls import DEFAULT_TRACKING_URI
+
+__all__ = ["DEFAULT_N_TRIALS", "DEFAULT_SPACE", "DEFAULT_TOP", "DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "RunOptions"]
+
+DEFAULT_SPACE = Path("spaces/default.yaml")
+#: trials of a bare ``dhns-search run`` (neither ``--n-trials`` nor ``--timeout`` given)
+DEFAULT_N_TRIALS = 12
+#: rows of the leaderboard that ``dhns-search status STUDY`` shows
+DEFAULT_TOP = 10
+#: where ``dhns-search ui`` serves the MLflow UI
+DEFAULT_UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = 5000
+
+
+@dataclass
+class RunOptions:
+    """Everything ``dhns-search run`` can be told (see its ``--help``)."""
+
+    space: Path = DEFAULT_SPACE
+    study: str | None = None
+    #: None: :data:`DEFAULT_N_TRIALS` unless ``timeout`` is given
+    n_trials: int | None = None
+    timeout: float | None = None
+    sampler: str = "tpe"
+    #: None: ``median`` for one objective, ``none`` for several
+    pruner: str | None = None
+    #: None: :func:`~dhns_search.search.urls.default_storage` of the study
+    storage: str | None = None
+    #: MLflow tracking URI; None or "none" disables MLflow
+    tracking_uri: str | None = DEFAULT_TRACKING_URI
+    #: None: 0 for a new study, the study's own seed when it continues
+    seed: int | None = None
+    device: str | None = None
+    enqueue: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    #: ``--objective``: e.g. "mrr,epoch_seconds"; None: the space's train.metric (or, continuing, the
+    #: study's own objectives)
+    objectives: str | None = None
+    #: caps (None: none, or continuing, the study's own)
+    max_epoch_seconds: float | None = None
+    max_train_seconds: float | None = None
+    max_memory_mb: float | None = None
+
+    def caps(self) -> dict[str, float]:
+        return check_caps({"epoch_seconds": self.max_epoch_seconds, "train_seconds": self.max_train_seconds,
+                           "peak_memory_mb": self.max_memory_mb})

@@ -1,0 +1,162 @@
+"""What a study's MLflow parent run receives (the bridge itself is :mod:`.tracking`).
+
+- after every trial (:func:`publish_progress`): metrics ``n_complete``, ``n_pruned``, ``n_fail``,
+  ``best_value`` (and ``n_infeasible`` with caps, ``pareto_size`` with several objectives), step = the
+  trial number;
+- when the run ends (:func:`publish_results`): ``leaderboard.csv``, ``leaderboard.md``,
+  ``best_config.yaml`` (the export of the best trial; a multi-objective study's knee), the tags
+  ``dhns.best_value``, ``dhns.best_trial`` (``dhns.knee_trial``, ``dhns.pareto_trials``) and the plots,
+  then the parent is ended.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from dhns_search.search.export import config_text, trial_config
+from dhns_search.search.plots import write_plots
+from dhns_search.search.queries import (
+    LeaderRow,
+    best_trial,
+    infeasible,
+    leaderboard,
+    param_names,
+    pareto_front,
+    primary_value,
+    state_counts,
+)
+from dhns_search.search.space.encoding import format_cell
+from dhns_search.search.targets import ObjectiveSpec, primary_index, study_objectives
+from dhns_search.search.tracking import MlflowBridge
+
+__all__ = ["leaderboard_csv", "leaderboard_markdown", "publish_progress", "publish_results"]
+
+
+# ------------------------------------------------------------------------------ leaderboard files
+def _value_columns(rows: list[LeaderRow]) -> list[str]:
+    """The objectives (when there are several) and the measurements present in any row."""
+    names: list[str] = []
+    for r in rows:
+        if len(r.values) > 1:
+            names += [k for k in r.values if k not in names]
+    for r in rows:
+        names += [k for k in r.measures if k not in names]
+    return names
+
+
+def _number(row: LeaderRow, name: str) -> float | None:
+    value = row.values.get(name) if len(row.values) > 1 and name in row.values else row.measures.get(name)
+    return None if value is None else float(value)
+
+
+def leaderboard_csv(rows: list[LeaderRow]) -> str:
+    names = param_names(rows)
+    extra = _value_columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["rank", "trial", "value", "best_epoch", "seed", "seconds", *extra, *names])
+    for r in rows:
+        writer.writerow([r.rank, r.number, repr(r.value), r.best_epoch, r.seed,
+                         "" if r.seconds is None else f"{r.seconds:.1f}",
+                         *("" if (v := _number(r, n)) is None else repr(v) for n in extra),
+                         *("" if n not in r.params else format_cell(r.params[n], 6) for n in names)])
+    return buf.getvalue()
+
+
+def leaderboard_markdown(rows: list[LeaderRow], *, metric: str = "value") -> str:
+    names = param_names(rows)
+    extra = _value_columns(rows)
+    head = ["rank", "trial", metric, "best epoch", "seconds", *extra, *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r.rank), str(r.number), f"{r.value:.4f}", str(r.best_epoch),
+                 "" if r.seconds is None else f"{r.seconds:.1f}",
+                 *("" if (v := _number(r, n)) is None else f"{v:.4g}" for n in extra),
+                 *("" if n not in r.params else format_cell(r.params[n], 6) for n in names)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- during the run
+def publish_progress(bridge: MlflowBridge, study: optuna.Study, specs: Sequence[ObjectiveSpec],
+                     caps: Mapping[str, float], step: int) -> None:
+    """The study's counts and best value so far, as parent metrics at ``step`` (a trial number)."""
+    best = best_trial(study)
+    metrics: dict[str, Any] = {f"n_{k.lower()}": v for k, v in state_counts(study).items()
+                               if k in ("COMPLETE", "PRUNED", "FAIL")}
+    if caps:
+        metrics["n_infeasible"] = len(infeasible(study))
+    if best:
+        metrics["best_value"] = primary_value(best, specs)
+    if len(specs) > 1:
+        metrics["pareto_size"] = len(pareto_front(study).trials)
+    bridge.log_parent_metrics(metrics, step=step)
+
+
+# ------------------------------------------------------------------------------- at the end
+def publish_results(study: optuna.Study, bridge: MlflowBridge | None, status: str
+                    ) -> tuple[list[str], dict[str, str]]:
+    """Leaderboard, best config and plots onto the parent run, then end it (``status``); returns the
+    plot files logged and the plots (or ``"artifacts"``) skipped with the reason.
+
+    Nothing here may hide the study's own outcome: a failure to log an artifact is reported in the
+    returned ``skipped`` mapping, and the parent run is ended in any case.
+    """
+    if bridge is None:
+        return [], {}
+    files: list[str] = []
+    skipped: dict[str, str] = {}
+    try:
+        _publish_leaderboard(study, bridge)
+        files, skipped = _publish_plots(study, bridge)
+    except Exception as err:  # noqa: BLE001 - report, and still end the parent below
+        skipped["artifacts"] = f"{type(err).__name__}: {err}"
+    finally:
+        others_running = status == "FINISHED" and any(
+            t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)
+        )
+        if not others_running:  # another worker still runs trials of this study: it ends the parent
+            bridge.end_study(status)
+    return files, skipped
+
+
+def _publish_leaderboard(study: optuna.Study, bridge: MlflowBridge) -> None:
+    """``leaderboard.csv``, ``leaderboard.md``, ``best_config.yaml`` and the best-trial tags."""
+    specs = study_objectives(study)
+    rows = leaderboard(study)
+    bridge.log_parent_text(leaderboard_csv(rows), "leaderboard.csv")
+    label = specs[primary_index(specs)].name if len(specs) > 1 else study.user_attrs.get("dhns.metric", "value")
+    bridge.log_parent_text(leaderboard_markdown(rows, metric=label), "leaderboard.md")
+    best = best_trial(study)
+    tags: dict[str, Any] = {"dhns.n_trials": len(study.get_trials(deepcopy=False))}
+    if best:
+        tags.update({"dhns.best_value": repr(primary_value(best, specs)), "dhns.best_trial": best.number})
+        if len(specs) > 1:
+            front = pareto_front(study)
+            knee = front.knee_trial
+            assert knee is not None
+            bridge.log_parent_text(config_text(trial_config(study, knee, pick="knee")), "best_config.yaml")
+            tags.update({"dhns.knee_trial": knee.number,
+                         "dhns.pareto_trials": ",".join(str(t.number) for t in front.trials)})
+        else:
+            bridge.log_parent_text(config_text(trial_config(study, best)), "best_config.yaml")
+    bridge.set_parent_tags(tags)
+
+
+def _publish_plots(study: optuna.Study, bridge: MlflowBridge) -> tuple[list[str], dict[str, str]]:
+    tmp = Path(tempfile.mkdtemp(prefix="dhns-plots-"))
+    try:
+        result = write_plots(study, tmp)
+        bridge.log_parent_files(result.files, "plots")
+        return [f"plots/{p.name}" for p in result.files], result.skipped
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""Values as text: the comma-separated encoding of list choices, and configs flattened for MLflow.
+
+Optuna's categorical choices must be plain values, so a list-valued field is searched with string
+choices: ``"0,0.1,0.125"`` is ``[0.0, 0.1, 0.125]`` for a ``list[float]`` field, ``""`` the empty list,
+blanks around items are ignored.  The same text is used for ``--set``, the MLflow params and the Optuna
+storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from dhns_search.config.models import RunConfig
+from dhns_search.errors import ConfigError
+from dhns_search.search.space.fields import FieldRef, type_name
+
+__all__ = [
+    "decode_list",
+    "decode_value",
+    "encode_list",
+    "flatten_config",
+    "format_cell",
+    "format_value",
+    "short_values",
+]
+
+
+def format_value(value: Any) -> str:
+    """A plain value as text: ``None`` -> ``null``, booleans lower case, floats by ``repr``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return encode_list(value)
+    return str(value)
+
+
+def format_cell(value: Any, digits: int) -> str:
+    """A value for a table cell: floats with ``digits`` significant digits, the rest by :func:`format_value`."""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return format_value(value)
+
+
+def short_values(values: dict[str, Any], limit: int = 300) -> str:
+    """``(name=value, ...)`` for a message, cut to ``limit`` characters."""
+    text = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
+    return f"({text[: limit - 3]}...)" if len(text) > limit else f"({text})"
+
+
+def encode_list(values: list | tuple) -> str:
+    """``[0.0, 0.1]`` -> ``"0.0,0.1"``: the categorical encoding of a list value."""
+    return ",".join(format_value(v) for v in values)
+
+
+def decode_list(text: str, item_type: Any, where: str = "value") -> list:
+    """``"0,0.1"`` -> ``[0.0, 0.1]`` for ``item_type`` float (the inverse of :func:`encode_list`)."""
+    if text.strip() == "":
+        return []
+    out: list = []
+    for raw in text.split(","):
+        item = raw.strip()
+        try:
+            if item_type is float:
+                out.append(float(item))
+            elif item_type is int:
+                out.append(int(item))
+            elif item_type is bool:
+                if item.lower() not in ("true", "false"):
+                    raise ValueError(item)
+                out.append(item.lower() == "true")
+            else:
+                out.append(item)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {item!r} in {text!r} is not a {type_name(item_type)} "
+                f"(list choices are comma-separated, e.g. \"0,0.1,0.25\")"
+            ) from None
+    return out
+
+
+def decode_value(ref: FieldRef, value: Any, where: str | None = None) -> Any:
+    """Decode an encoded list choice for a list-valued field; other values pass through."""
+    if ref.is_list and isinstance(value, str):
+        return decode_list(value, ref.item_type, where or ref.path)
+    return value
+
+
+def flatten_config(cfg: RunConfig | dict, prefix: str = "") -> dict[str, str]:
+    """Every leaf of a config as ``dotted.path -> text`` (lists encoded, mappings flattened further).
+
+    The keys depend only on the config schema (and mapping-valued fields' keys), so every trial of a
+    study logs the same keys.
+    """
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_config(value, path + "."))
+        elif isinstance(value, dict):
+            out[path] = "{}"
+        else:
+            out[path] = format_value(value)
+    return out

@@ -1,0 +1,53 @@
+"""Storage and tracking URLs: the project's defaults, SQLite file paths, and URLs safe to print.
+
+Light on purpose (no optuna, no mlflow), so the command line can show these defaults without loading
+either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_STUDIES_DIR",
+    "DEFAULT_TRACKING_URI",
+    "default_storage",
+    "display_url",
+    "sqlite_path",
+    "sqlite_url",
+]
+
+#: where ``dhns-search run`` keeps a study by default (one SQLite file per study)
+DEFAULT_STUDIES_DIR = Path("studies")
+#: the MLflow store of ``dhns-search run`` and ``ui`` (artifacts under ``mlruns/artifacts``)
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+
+_SQLITE = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL; None for other URLs and in-memory databases."""
+    if url.startswith(_SQLITE):
+        rest = url[len(_SQLITE) :]
+        return Path(rest) if rest and rest != ":memory:" else None
+    return None
+
+
+def sqlite_url(path: Path) -> str:
+    """``sqlite:///PATH`` for a database file (relative paths stay relative to the working directory)."""
+    return f"{_SQLITE}{path.as_posix()}"
+
+
+def default_storage(study: str, root: Path = DEFAULT_STUDIES_DIR) -> str:
+    """``sqlite:///studies/<study>.db`` (relative to the working directory)."""
+    return sqlite_url(root / f"{study}.db")
+
+
+def display_url(url: str) -> str:
+    """A storage URL with its password hidden (safe to print and to store as a tag)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL
+        return url
