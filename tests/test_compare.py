@@ -1,0 +1,146 @@
+"""dhns-search compare: paired ablations over seeds on the embedded graph, checked against a direct
+computation of the paired differences; resuming, refusing a changed folder, interruption."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dhns_search.ablation import load_ablation, paired_difference, run_ablation
+from dhns_search.cli import app
+from dhns_search.errors import ConfigError
+from dhns_search.training.loop import TrainingInterrupted
+
+TINY = """
+description: two arms on the embedded graph
+base: preset:dhns-distmult
+set:
+  model.dim: 16
+  model.fusion: none
+  negatives.num: 8
+  dhns.steps: 10
+  train.epochs: 2
+  train.eval_every: 1
+  train.batch_size: 2048
+  train.lr: 0.02
+seeds: [3, 7]
+reference: uniform
+metrics: [mrr_realistic_filtered, hits_at_10_realistic_filtered]
+arms:
+  uniform: {set: {dhns.enabled: false}}
+  diffusion: {set: {dhns.kgc_diffusion_weight: 1.0, dhns.weight: 0.0}}
+"""
+
+# two-sided 95% quantiles of Student's t (statistical tables), for a direct computation of the interval
+T975 = {1: 12.706204736174698, 2: 4.302652729911275}
+
+
+def _interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    d = [x - y for x, y in zip(a, b)]
+    m, half = statistics.fmean(d), T975[len(d) - 1] * statistics.stdev(d) / math.sqrt(len(d))
+    return m, m - half, m + half
+
+
+def test_paired_difference_is_the_paired_t_interval():
+    a, b = [0.31, 0.29, 0.35], [0.30, 0.27, 0.31]
+    diff = paired_difference(a, b)
+    m, low, high = _interval(a, b)
+    assert diff.n == 3 and diff.mean == pytest.approx(m, abs=1e-12)
+    assert (diff.low, diff.high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+    assert diff.significant == (low > 0 or high < 0)
+    one = paired_difference([0.5], [0.4])
+    assert one.n == 1 and one.mean == pytest.approx(0.1) and math.isnan(one.low) and "1 seed" in one.text()
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    (root / "tiny.yaml").write_text(TINY)
+    out = root / "out"
+    result = CliRunner().invoke(app, ["compare", str(root / "tiny.yaml"), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return root, out, result.output
+
+
+def test_two_arms_two_seeds_match_a_direct_computation(compared):
+    _, out, output = compared
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [3, 7] and summary["reference"] == "uniform"
+    results = {arm: [json.loads((out / arm / f"seed-{s}" / "result.json").read_text()) for s in (3, 7)]
+               for arm in ("uniform", "diffusion")}
+    assert [r["seed"] for r in results["diffusion"]] == [3, 7]
+    for split in ("valid", "test"):
+        for metric in ("mrr_realistic_filtered", "hits_at_10_realistic_filtered"):
+            a = [r[split][metric] for r in results["diffusion"]]
+            b = [r[split][metric] for r in results["uniform"]]
+            got = summary["differences"]["diffusion"][f"final/{split}/{metric}"]
+            m, low, high = _interval(a, b)
+            assert got["mean"] == pytest.approx(m, abs=1e-12) and got["n"] == 2
+            assert (got["low"], got["high"]) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+            assert summary["arms"]["diffusion"]["final"][split][metric] == a
+    # learning curves: the validation MRR of every seed at every evaluated epoch, paired the same way
+    for epoch in (1, 2):
+        a = [h["valid"]["mrr_realistic_filtered"] for s in (3, 7) for h in
+             json.loads((out / "diffusion" / f"seed-{s}" / "metrics.json").read_text()) if h["epoch"] == epoch]
+        b = [h["valid"]["mrr_realistic_filtered"] for s in (3, 7) for h in
+             json.loads((out / "uniform" / f"seed-{s}" / "metrics.json").read_text()) if h["epoch"] == epoch]
+        got = summary["differences"]["diffusion"][f"curve/valid/mrr_realistic_filtered/{epoch}"]
+        assert got["mean"] == pytest.approx(_interval(a, b)[0], abs=1e-12)
+    md = (out / "comparison.md").read_text()
+    assert "## Paired differences against `uniform`" in md and "| `diffusion` |" in md
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert "Paired differences" in output
+
+
+def test_running_again_trains_nothing_and_a_changed_arm_is_refused(compared):
+    root, out, _ = compared
+    before = (out / "summary.json").read_text()
+    again = CliRunner().invoke(app, ["compare", str(root / "tiny.yaml"), "--out", str(out), "--no-progress"])
+    assert again.exit_code == 0 and "training ->" not in again.output and "resuming" not in again.output
+    assert json.loads((out / "summary.json").read_text())["differences"] == json.loads(before)["differences"]
+    changed = CliRunner().invoke(app, ["compare", str(root / "tiny.yaml"), "--out", str(out), "--no-progress",
+                                       "--set", "train.lr=0.01"])
+    assert changed.exit_code == 2
+    assert "was run with another configuration (train.lr: 0.02 -> 0.01)" in changed.output
+    assert json.loads((out / "summary.json").read_text())["differences"] == json.loads(before)["differences"]
+
+
+def test_an_interrupted_comparison_resumes_where_it_stopped(tmp_path):
+    class StopAfter(threading.Event):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n
+
+        def is_set(self) -> bool:
+            self.n -= 1
+            return self.n < 0
+
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("seeds: [3, 7]", "seeds: [3]"))
+    started = []
+    with pytest.raises(TrainingInterrupted):
+        run_ablation(tmp_path / "tiny.yaml", out=tmp_path / "out", progress=False, stop=StopAfter(3),
+                     on_start=lambda record, resumed: started.append((record.arm, resumed)))
+    summary = run_ablation(tmp_path / "tiny.yaml", out=tmp_path / "out", progress=False,
+                           on_start=lambda record, resumed: started.append((record.arm, resumed)))
+    # uniform seed 3 ran 2 epochs of 3 batches: stopped after 3 batches, resumed, then the other arm
+    assert started == [("uniform", False), ("uniform", True), ("diffusion", False)]
+    assert all(a.seeds_done == [3] for a in summary.arms.values())
+
+
+def test_ablation_files_are_validated():
+    with pytest.raises(ConfigError, match="reference 'nope' is not one of the arms"):
+        from dhns_search.ablation import AblationSpec
+        from dhns_search.config.io import validate_model
+
+        validate_model(AblationSpec, {"reference": "nope", "arms": {"a": {}, "b": {}}}, "x.yaml")
+    for name in ("mkg-y", "embedded"):
+        spec = load_ablation(Path(__file__).resolve().parents[1] / "ablations" / f"{name}.yaml")
+        assert {"uniform", "negatives", "diffusion", "both", "released"} == set(spec.arms)
