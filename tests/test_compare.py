@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import threading
 from pathlib import Path
 
 import pytest
+from stopping import StopAfter
 from typer.testing import CliRunner
 
 from dhns_search.ablation import load_ablation, paired_difference, run_ablation
@@ -114,15 +114,6 @@ def test_running_again_trains_nothing_and_a_changed_arm_is_refused(compared):
 
 
 def test_an_interrupted_comparison_resumes_where_it_stopped(tmp_path):
-    class StopAfter(threading.Event):
-        def __init__(self, n: int) -> None:
-            super().__init__()
-            self.n = n
-
-        def is_set(self) -> bool:
-            self.n -= 1
-            return self.n < 0
-
     (tmp_path / "tiny.yaml").write_text(TINY.replace("seeds: [3, 7]", "seeds: [3]"))
     started = []
     with pytest.raises(TrainingInterrupted):

@@ -1,9 +1,8 @@
 """A run checkpoints its full state and a resumed run ends bit for bit where an uninterrupted one ends."""
 
-import threading
-
 import pytest
 import torch
+from stopping import StopAfter
 
 from dhns_search.config import load_config
 from dhns_search.errors import TrainingError
@@ -12,18 +11,6 @@ from dhns_search.training.loop import TrainingInterrupted, train
 
 FAST = ["model.dim=16", "negatives.num=8", "dhns.steps=10", "train.epochs=4", "train.eval_every=2",
         "train.batch_size=1500", "train.lr=0.02", "train.progress=false"]
-
-
-class StopAfter(threading.Event):
-    """An event that reads as set from the (n+1)-th check on: stops a run after n batches."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        return self.n < 0
 
 
 def _strip(history):
