@@ -15,9 +15,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_training import fake_run
 from mlflow.tracking import MlflowClient
-from mlflow_study import BEST, OUTCOMES, run_comparison_study
+from mlflow_study import BEST, OUTCOMES, fake_seed_train, run_comparison_study
 
 from dhns_search.search import trial_data
 from dhns_search.search.export import export_trials, trial_config
@@ -25,7 +24,6 @@ from dhns_search.search.provenance import git_revision
 from dhns_search.search.replay import train_tracked
 from dhns_search.search.storage import open_study
 from dhns_search.search.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRIALS_VIEW, decode_view
-from dhns_search.training.loop import TrainResult
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
@@ -162,14 +160,6 @@ def test_trial_records_stay_out_of_the_user_attributes_and_export_still_replays(
     assert cfg.provenance["mlflow_run_id"] == runs[BEST].info.run_id
 
 
-def fake_seed_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
-    """The trainer for replays: the fake curve of the study, plus test metrics."""
-    result = fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr * 10 * epoch / 3,
-                      stats=lambda epoch: {"diffusion_loss": 0.5 / epoch, "epoch_seconds": 0.01},
-                      fingerprint=dataset.fingerprint())
-    return TrainResult(**{**result.__dict__, "test": {"mrr_realistic_filtered": 0.25 + cfg.seed % 7 / 100}})
-
-
 def test_a_replay_is_logged_next_to_its_trial(study, runs, client, tmp_path, monkeypatch):
     import dhns_search.training.runs as runs_mod
 
@@ -193,3 +183,14 @@ def test_a_replay_is_logged_next_to_its_trial(study, runs, client, tmp_path, mon
     total = by_id[tracked.summary_run_id]
     assert total.data.metrics["objective"] == pytest.approx(summary.mean[f"valid/{cfg.train.metric}"])
     assert "2 seeds" in total.data.tags["mlflow.note.content"] and total.info.status == "FINISHED"
+
+
+def test_the_leaderboard_description_fits_an_mlflow_tag(study):
+    from dhns_search.search.publish import study_description
+
+    loaded, _ = open_study(study.name, study.storage)
+    full = study_description(loaded)
+    assert "Best 2 of 2 completed trials:" in full
+    short = study_description(loaded, limit=len(full) - 1)  # one row less fits
+    assert len(short) < len(full) and "Best 1 of 2 completed trials (all of them: leaderboard.csv):" in short
+    assert len(study_description(loaded, limit=120)) <= 120
