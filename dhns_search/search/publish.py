@@ -42,8 +42,10 @@ from dhns_search.search.tracking import MlflowBridge
 
 __all__ = ["leaderboard_csv", "leaderboard_markdown", "publish_progress", "publish_results", "study_description"]
 
-#: rows of the leaderboard in the parent run's description (leaderboard.csv has them all)
+#: rows of the leaderboard in the parent run's description (leaderboard.csv has them all), fewer when
+#: they would not fit the characters of an MLflow tag
 DESCRIPTION_ROWS = 20
+DESCRIPTION_CHARS = 7500
 
 
 # ------------------------------------------------------------------------------ leaderboard files
@@ -91,9 +93,18 @@ def leaderboard_markdown(rows: list[LeaderRow], *, metric: str = "value") -> str
     return "\n".join(lines) + "\n"
 
 
-def study_description(study: optuna.Study, *, top: int = DESCRIPTION_ROWS) -> str:
+def study_description(study: optuna.Study, *, top: int = DESCRIPTION_ROWS, limit: int = DESCRIPTION_CHARS) -> str:
     """The parent run's description (markdown): what the study optimises, its trial counts, and the
-    leaderboard of its best ``top`` feasible completed trials."""
+    leaderboard of its best ``top`` feasible completed trials (fewer if ``limit`` characters cannot hold
+    them)."""
+    text = _description(study, top)
+    while len(text) > limit and top > 1:
+        top //= 2
+        text = _description(study, top)
+    return text if len(text) <= limit else text[: limit - 40] + "\n\n(cut: see leaderboard.md)\n"
+
+
+def _description(study: optuna.Study, top: int) -> str:
     specs = study_objectives(study)
     primary = specs[primary_index(specs)]
     counts = state_counts(study)
