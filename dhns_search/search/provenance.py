@@ -70,6 +70,16 @@ def device_info(requested: str | None = "auto") -> tuple[str, str]:
     return "cpu", _cpu_name()
 
 
+def _command() -> str:
+    """The command line that is running, as the user typed it (``python -m dhns_search`` for __main__)."""
+    if not sys.argv:
+        return ""
+    program = Path(sys.argv[0]).name
+    if program == "__main__.py":
+        program = f"python -m {Path(sys.argv[0]).parent.name}"
+    return " ".join([program, *sys.argv[1:]])[:500]
+
+
 def run_provenance(device: str | None = "auto", *, source: str = "dhns-search") -> dict[str, str]:
     """The tags every run gets: versions, git revision, device, user and the command that logged it.
 
@@ -79,7 +89,7 @@ def run_provenance(device: str | None = "auto", *, source: str = "dhns-search") 
     tags["dhns.version.python"] = platform.python_version()
     tags["mlflow.source.name"] = source
     tags["mlflow.source.type"] = "LOCAL"
-    tags["dhns.command"] = " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:500] if sys.argv else ""
+    tags["dhns.command"] = _command()
     try:
         tags["mlflow.user"] = getpass.getuser()
     except (KeyError, OSError):  # no user name in this environment

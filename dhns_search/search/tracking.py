@@ -275,7 +275,8 @@ class TrialRun:
             tags["dhns.pruned_epoch"] = epoch
             tags["dhns.pruned_value"] = repr(float(value)) if has_value else None
             shown = f" ({self.policy_metric} {value:.4f})" if has_value else ""
-            tags[DESCRIPTION_TAG] = f"Pruned at epoch {epoch}{shown}: {reason or 'the pruner stopped it'}"
+            at = "" if epoch is None else f" at epoch {epoch}"
+            tags[DESCRIPTION_TAG] = f"Pruned{at}{shown}: {reason or 'the pruner stopped it'}"
             tags["dhns.reason"] = reason
         elif state in ("FAIL", "INTERRUPTED") and reason:
             tags["dhns.fail_reason"] = reason
