@@ -21,4 +21,19 @@ fi
 echo "installing dhns-search and its extras"
 "$PY" -m pip install -q -e ".[dev,text,postgres]" 2>&1 | grep -v '^WARNING: Location' || true
 "$PY" -c "import dhns_search, optuna, mlflow" || { echo "installation failed" >&2; exit 1; }
+
+# The browser check (tests/test_browser_ui.py) drives Debian's Chromium through Playwright; Playwright's
+# own browser downloads are not used.  Installed here when missing, where apt and root are available.
+CHROMIUM=/usr/bin/chromium
+if [ ! -x "$CHROMIUM" ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+        echo "installing chromium (for the browser check)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null \
+            || { echo "apt-get install chromium failed" >&2; exit 1; }
+    else
+        echo "WARNING: $CHROMIUM is missing and cannot be installed here (needs apt-get and root):" >&2
+        echo "         install Chromium as root (apt-get install chromium), or the browser check is skipped" >&2
+        echo "         (and fails under CI=true)." >&2
+    fi
+fi
 echo "ready: $VENV/bin/dhns-search"

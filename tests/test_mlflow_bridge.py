@@ -52,9 +52,9 @@ def test_fake_trial_events_make_one_parent_and_one_child_per_trial(tracking):
         for epoch in range(1, last + 1):
             run.log_metrics({"train_loss": 1.0 / epoch, "diffusion_loss": 2.0 / epoch, "epoch_seconds": 0.1},
                             step=epoch)
-            run.log_metrics({"valid_mrr_realistic_filtered": 0.1 * epoch}, step=epoch)
+            run.log_validation({"mrr_realistic_filtered": 0.1 * epoch, "mrr_optimistic_filtered": 0.2}, step=epoch)
         run.log_text("seed: 1\n", "config.yaml")
-        run.end(state, value=0.3 if state == "COMPLETE" else None, reason=reason)
+        run.end(state, value=0.3 if state == "COMPLETE" else 0.2, reason=reason, epoch=last)
         bridge.log_parent_metrics({"best_value": 0.3}, step=number)
     bridge.end_study()
 
@@ -69,9 +69,13 @@ def test_fake_trial_events_make_one_parent_and_one_child_per_trial(tracking):
     all_runs = client.search_runs([exp.experiment_id])
     assert len(all_runs) == 4  # no orphan or duplicate run
 
-    assert [children[n].info.status for n in range(3)] == ["FINISHED", "KILLED", "FAILED"]
+    # a pruned trial is not a failure: FINISHED, its state and where it stopped in tags
+    assert [children[n].info.status for n in range(3)] == ["FINISHED", "FINISHED", "FAILED"]
     assert [children[n].data.tags["dhns.state"] for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert children[1].data.tags["dhns.pruned_epoch"] == "2" and children[1].data.tags["dhns.pruned_value"] == "0.2"
+    assert children[1].data.tags["mlflow.note.content"].startswith("Pruned at epoch 2")
     assert children[2].data.tags["dhns.fail_reason"] == "TrainingError: loss is nan"
+    assert children[2].data.tags["mlflow.note.content"] == "Failed: TrainingError: loss is nan"
     assert children[0].data.tags["dhns.value"] == "0.3"
 
     # the same param keys in every trial, and the full flattened config (not only sampled params)
@@ -80,7 +84,8 @@ def test_fake_trial_events_make_one_parent_and_one_child_per_trial(tracking):
     assert {"train.lr", "model.scorer", "dhns.levels", "data.synth.num_entities"} <= keys[0]
     assert children[2].data.params["dhns.levels"] == "0.0,0.5"
 
-    history = client.get_metric_history(children[0].info.run_id, "valid_mrr_realistic_filtered")
+    assert "valid_mrr_optimistic_filtered" not in children[0].data.metrics  # the lean set: one rank policy
+    history = client.get_metric_history(children[0].info.run_id, "valid_mrr")
     assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
     assert [m.step for m in client.get_metric_history(children[1].info.run_id, "train_loss")] == [1, 2]
     artifacts = [a.path for a in client.list_artifacts(children[0].info.run_id)]
@@ -155,10 +160,11 @@ def test_callback_reports_each_evaluation_and_stops_training_when_pruned(trackin
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert cb.best == 0.25 and cb.last_epoch == 2
     client = MlflowClient(tracking)
-    steps = [m.step for m in client.get_metric_history(run.run_id, "valid_hits_at_10_realistic_filtered")]
+    steps = [m.step for m in client.get_metric_history(run.run_id, "valid_hits_at_10")]
     assert steps == [1, 2]
     assert [m.value for m in client.get_metric_history(run.run_id, "train_loss")] == [0.9, 0.8]
-    assert client.get_run(run.run_id).info.status == "KILLED"
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+    assert client.get_run(run.run_id).data.tags["dhns.state"] == "PRUNED"
     bridge.end_study()
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from dhns_search.cli import app
 from dhns_search.config import load_config
 from dhns_search.errors import ConfigError, StudyError
-from dhns_search.search import pareto
+from dhns_search.search import pareto, trial_data
 from dhns_search.search import runner as runner_mod
 from dhns_search.search.export import export_best
 from dhns_search.search.options import RunOptions
@@ -252,7 +252,7 @@ def test_end_to_end_multi_objective_smoke_study(tmp_path, monkeypatch):
     assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
     assert all(t.state == TrialState.COMPLETE for t in study.trials) and len(study.trials) == 3
     for t in study.trials:
-        assert t.values[0] == t.user_attrs["best_valid"][MRR]
+        assert t.values[0] == trial_data.read(t, "best_valid")[MRR]
         assert t.values[1] == pytest.approx(t.user_attrs["epoch_seconds"], abs=1e-6) and t.values[1] > 0
         assert t.values[1] < t.user_attrs["train_seconds"]  # an epoch is part of the training time
     front = sorted(t.number for t in study.best_trials)

@@ -21,10 +21,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
-from dhns_search.cli import ui as ui_mod
 from dhns_search.config import load_config, read_preset
 from dhns_search.errors import ConfigError, DataError, StudyError, TrainingError
 from dhns_search.search import runner as runner_mod
+from dhns_search.search import trial_data, ui_server
 from dhns_search.search.export import export_best
 from dhns_search.search.objective import is_trial_failure
 from dhns_search.search.options import RunOptions
@@ -120,8 +120,8 @@ def test_trial_outcomes_are_recorded_and_the_study_goes_on(tmp_path, outcome_spa
     assert [x.state for x in t] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL,
                                     TrialState.FAIL, TrialState.COMPLETE]
     assert t[0].user_attrs["best_epoch"] == 3 and t[0].user_attrs["seed"] == trial_seed(0, 0)
-    assert t[0].user_attrs["config"]["train"]["test"] is False  # the test split is never used in a search
-    assert t[0].user_attrs["params"]["dhns.levels"] == [0.0, 0.1, 0.125, 0.25, 0.5]  # decoded
+    assert trial_data.read(t[0], "config")["train"]["test"] is False  # the test split is never used in a search
+    assert trial_data.read(t[0], "params")["dhns.levels"] == [0.0, 0.1, 0.125, 0.25, 0.5]  # decoded
     assert t[0].user_attrs["dataset_fingerprint"] == "fake-fingerprint"
     assert t[1].intermediate_values == {1: 0.1 / 3, 2: 0.2 / 3} and t[1].user_attrs["pruned_at"] == 2
     assert t[2].user_attrs["fail_reason"] == "TrainingError: the KGC loss is nan at epoch 1, batch 0"
@@ -139,20 +139,23 @@ def test_trial_outcomes_are_recorded_and_the_study_goes_on(tmp_path, outcome_spa
     children = {int(r.data.tags["dhns.trial_number"]): r for r in runs if r.data.tags.get("dhns.role") == "trial"}
     assert sorted(children) == list(range(6)) and len(runs) == 7
     assert all(c.data.tags["mlflow.parentRunId"] == summary.parent_run_id for c in children.values())
-    assert [children[n].info.status for n in range(6)] == ["FINISHED", "KILLED", "FAILED", "FAILED", "FAILED",
-                                                          "FINISHED"]
+    assert [children[n].info.status for n in range(6)] == ["FINISHED", "FINISHED", "FAILED", "FAILED", "FAILED",
+                                                          "FINISHED"]  # pruned: FINISHED, tag dhns.state
     assert children[3].data.tags["dhns.fail_reason"].startswith("ConfigError:")
-    assert len({frozenset(c.data.params) for c in children.values()}) == 1  # same keys, even for trial 3
-    assert children[0].data.params["train.test"] == "false"
+    # the same configuration keys, even for trial 3; the searched ones by their names in the space
+    assert len({frozenset(k for k in c.data.params if k.startswith("zconfig.")) for c in children.values()}) == 1
+    assert all(set(c.data.params) - {"model.scorer", "model.gamma", "train.lr", "dhns.levels"} ==
+               {k for k in c.data.params if k.startswith("zconfig.")} for c in children.values())
+    assert children[0].data.params["zconfig.train.test"] == "false"
     assert t[0].user_attrs["mlflow_run_id"] == children[0].info.run_id
-    history = client.get_metric_history(children[0].info.run_id, "valid_mrr_realistic_filtered")
+    history = client.get_metric_history(children[0].info.run_id, "valid_mrr")
     assert [m.step for m in history] == [1, 2, 3]
     assert [m.step for m in client.get_metric_history(children[0].info.run_id, "train_loss")] == [1, 2, 3]
     top = {a.path for a in client.list_artifacts(summary.parent_run_id)}
     assert {"outcomes.yaml", "leaderboard.csv", "leaderboard.md", "best_config.yaml", "plots"} <= top
     plots = {a.path for a in client.list_artifacts(summary.parent_run_id, "plots")}
-    assert {"plots/optimization_history.png", "plots/intermediate_values.png", "plots/param_importances.png",
-            "plots/parallel_coordinate.png"} == plots
+    assert {f"plots/{name}.{ext}" for ext in ("png", "html") for name in (
+        "optimization_history", "intermediate_values", "param_importances", "parallel_coordinate")} == plots
     best_cfg = client.download_artifacts(summary.parent_run_id, "best_config.yaml", str(tmp_path))
     assert load_config(best_cfg).provenance["trial"] == 5
 
@@ -283,10 +286,10 @@ def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monke
     monkeypatch.chdir(tmp_path)
     run_study(RunOptions(space=outcome_space, study="cli", n_trials=2, tracking_uri="none",
                          enqueue=[str(tmp_path / "warm0.yaml"), str(tmp_path / "warm5.yaml")]), trainer=fake_train)
-    assert (tmp_path / "studies" / "cli.db").is_file()  # the default storage
+    assert (tmp_path / "studies" / "studies.db").is_file()  # the default storage: one file for every study
 
     listing = invoke("status")
-    assert listing.exit_code == 0 and "cli" in listing.output and "sqlite:///studies/cli.db" in listing.output
+    assert listing.exit_code == 0 and "cli" in listing.output and "sqlite:///studies/studies.db" in listing.output
     board = invoke("status", "cli")
     assert board.exit_code == 0 and "scorer=distmult" in board.output and "2 complete" in board.output
 
@@ -297,7 +300,7 @@ def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monke
 
     unknown = runner.invoke(app, ["status", "nope"])
     assert unknown.exit_code == 2
-    assert "no study 'nope'" in unknown.output and "known studies: cli (sqlite:///studies/cli.db)" in unknown.output
+    assert "no study 'nope'" in unknown.output and "known studies: cli (sqlite:///studies/studies.db)" in unknown.output
 
     out = invoke("export", "cli", "--out", "best.yaml")
     assert out.exit_code == 0, out.output
@@ -338,17 +341,20 @@ def test_spaces_commands(tmp_path):
 
 def test_ui_starts_mlflow_on_the_project_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    calls = []
-    monkeypatch.setattr(ui_mod.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
-    missing = runner.invoke(app, ["ui"])
-    assert missing.exit_code == 2 and "no MLflow tracking store" in missing.output
-    (tmp_path / "mlruns").mkdir()
-    (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"")
+    served = []
+    monkeypatch.setattr(ui_server, "serve_ui", lambda uri, **kw: served.append((uri, kw)) or 0)
     res = invoke("ui", "--port", "5077", "--study", "abc")
     assert res.exit_code == 0
-    assert calls[0][-7:] == ["ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--host", "127.0.0.1",
-                             "--port", "5077"][-7:]
-    assert "optuna-dashboard sqlite:///studies/abc.db" in res.output
+    uri, kw = served[0]
+    assert uri == "sqlite:///mlruns/mlflow.db" and kw["port"] == 5077 and kw["study"] == "abc"
+    assert kw["notes"] == ["Optuna dashboard (pip install optuna-dashboard): optuna-dashboard sqlite:///studies/studies.db"]
+    with pytest.raises(StudyError, match="no MLflow tracking store"):
+        ui_server.mlflow_ui_command("sqlite:///mlruns/mlflow.db", port=5077)
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"")
+    cmd = ui_server.mlflow_ui_command("sqlite:///mlruns/mlflow.db", port=5077)
+    assert cmd[2:] == ["mlflow", "ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--host", "127.0.0.1",
+                       "--port", "5077", "--workers", "1", "--uvicorn-opts", "--no-access-log"]
 
 
 # ------------------------------------------------------------------------ end to end, real trainer
@@ -362,7 +368,7 @@ def test_end_to_end_smoke_study_export_replays_exactly(tmp_path, monkeypatch):
     assert "study smoke: 3 trials" in " ".join(result.output.split())
 
     study, url = open_study("smoke")
-    assert url == "sqlite:///studies/smoke.db"
+    assert url == "sqlite:///studies/studies.db"
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     client = MlflowClient("sqlite:///mlruns/mlflow.db")
@@ -372,7 +378,7 @@ def test_end_to_end_smoke_study_export_replays_exactly(tmp_path, monkeypatch):
     assert len(runs) == 4 and sum(r.data.tags.get("dhns.role") == "parent" for r in runs) == 1
     assert all(r.info.status == "FINISHED" for r in runs)
     child = next(r for r in runs if r.data.tags.get("dhns.trial_number") == "0")
-    history = client.get_metric_history(child.info.run_id, "valid_mrr_realistic_filtered")
+    history = client.get_metric_history(child.info.run_id, "valid_mrr")
     assert [m.step for m in history] == [1, 2, 3]
     assert {"train_loss", "diffusion_loss", "epoch_seconds"} <= set(child.data.metrics)
 
@@ -479,5 +485,5 @@ def test_benchmark_spaces_load_their_data_and_take_the_released_config(name, tmp
     trial = study.trials[0]
     assert summary.states["COMPLETE"] == 1
     assert trial.params["model.dim"] == 1024 and trial.params["hardness"] == "released"
-    cfg = trial.user_attrs["config"]
+    cfg = trial_data.read(trial, "config")
     assert cfg["data"]["path"] == f"../shared/benchmarks/{BENCHMARK_SPACES[name]}"

@@ -1,5 +1,6 @@
-"""What ``dhns-search run`` shows while trials run: the live table of finished trials, and a log filter
-that keeps Optuna from printing a traceback for an expected trial failure.
+"""What ``dhns-search run`` shows while trials run: the live table of trials (running ones with their
+current epoch and last validation value, then finished ones), and a log filter that keeps Optuna from
+printing a traceback for an expected trial failure.
 
 Imported by the ``run`` command only when it runs (it loads optuna).
 """
@@ -9,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -27,15 +31,26 @@ from dhns_search.search.targets import ObjectiveSpec, is_feasible, primary_index
 
 __all__ = ["LiveTable", "quiet_failed_trials"]
 
-_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "INFEASIBLE": "magenta"}
+_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "INFEASIBLE": "magenta", "RUNNING": "cyan"}
+
+
+@dataclass
+class _Running:
+    """A trial in progress, as the trainer's callbacks report it."""
+
+    epoch: int
+    value: float | None  # the last validation value (None before the first evaluation)
+    since: float  # time.monotonic() of its first report
+    params: dict[str, Any]
 
 
 class LiveTable:
-    """Shows finished trials as they end (a :class:`~dhns_search.search.runner.Monitor`).
+    """Shows trials as they run and as they end (a :class:`~dhns_search.search.runner.Monitor`).
 
-    On a terminal: a live rich table (the last ``max_rows`` trials, the first ``max_params`` parameters in
-    sampling order).  Elsewhere (logs, CI): one line per trial with every parameter.  ``enabled=False``
-    (``--no-live``) shows nothing.
+    On a terminal: a live rich table (the last ``max_rows`` finished trials, then the running ones with
+    their epoch and last validation value; the first ``max_params`` parameters in sampling order).
+    Elsewhere (logs, CI): one line per evaluation of a running trial and one per finished trial with every
+    parameter.  ``enabled=False`` (``--no-live``) shows nothing.
     """
 
     def __init__(self, console: Console, *, max_rows: int = 20, max_params: int = 8, enabled: bool = True) -> None:
@@ -47,6 +62,9 @@ class LiveTable:
         self.objectives: list[ObjectiveSpec] = []
         self.short: dict[str, str] = {}
         self.rows: list[tuple[FrozenTrial, float | None]] = []
+        self.running: dict[int, _Running] = {}
+        self._study: optuna.Study | None = None
+        self._lock = threading.Lock()  # trials may report from several threads
         self._live: Live | None = None
 
     @contextlib.contextmanager
@@ -54,6 +72,7 @@ class LiveTable:
         """Learn the study's name, parameters and objectives; show the live table (on a terminal) while
         the block runs."""
         self.study_name = run.name
+        self._study = run.study
         self.objectives = list(run.objectives)
         self.short = short_names(run.space.names)
         if not (self.enabled and self.console.is_terminal):
@@ -68,7 +87,10 @@ class LiveTable:
                 self._live = None
 
     def _params(self, trial: FrozenTrial, limit: int | None = None) -> str:
-        items = list(trial.params.items())
+        return self._params_of(trial.params, limit)
+
+    def _params_of(self, params: dict[str, Any], limit: int | None = None) -> str:
+        items = list(params.items())
         shown = items if limit is None else items[:limit]
         text = params_text(dict(shown), self.short, digits=3)
         return text + (f"  (+{len(items) - len(shown)} more)" if len(shown) < len(items) else "")
@@ -109,15 +131,47 @@ class LiveTable:
                 "-" if secs is None else f"{secs:.1f}s",
                 self._params(trial, self.max_params),
             )
+        with self._lock:
+            running = sorted(self.running.items())
+        for number, now in running:
+            value = "-" if now.value is None else f"{now.value:.4f}"
+            table.add_row(str(number), Text("running", style=_STATE_STYLE["RUNNING"]), f"{value} (epoch {now.epoch})",
+                          "-", f"{time.monotonic() - now.since:.0f}s",
+                          self._params_of(now.params, self.max_params))
         hidden = len(self.rows) - self.max_rows
         parts: list[Any] = [table]
         if hidden > 0:
             parts.insert(0, Text(f"... {hidden} earlier trials of this run not shown", style="dim"))
         return Group(*parts)
 
+    def _sampled(self, number: int) -> dict[str, Any]:
+        """The parameters of the running trial ``number`` (read once, when it first reports)."""
+        if self._study is None:
+            return {}
+        running = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return next((dict(t.params) for t in running if t.number == number), {})
+
+    def trial_progress(self, number: int, epoch: int, value: float | None) -> None:
+        """A running trial finished an epoch (``value`` None) or an evaluation (its validation value)."""
+        with self._lock:
+            now = self.running.get(number)
+            if now is None:
+                now = self.running[number] = _Running(epoch, None, time.monotonic(), self._sampled(number))
+            now.epoch = epoch
+            now.value = now.value if value is None else value
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._live.update(self.render())
+        elif value is not None:
+            self.console.print(f"trial {number}: running, epoch {epoch}, value {value:.4f}", highlight=False,
+                               markup=False, soft_wrap=True)
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         best = best_trial(study)
         best_value = primary_value(best, self.objectives) if best else None
+        with self._lock:
+            self.running.pop(trial.number, None)
         self.rows.append((trial, best_value))
         if not self.enabled:
             return

@@ -46,11 +46,15 @@ def run_command(
         "--max-memory-mb", help="Cap on a trial's peak memory in MiB (CUDA allocator peak on a GPU, process "
         "RSS on CPU).", show_default=False)] = _D.max_memory_mb,
     storage: Annotated[str | None, typer.Option(
-        "--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db; e.g. "
+        "--storage", help="Optuna storage URL (default sqlite:///studies/studies.db, one file for all studies; "
+        "a study in a studies/<study>.db of an earlier version continues there; e.g. "
         "postgresql+psycopg://USER@HOST:5432/DB).")] = _D.storage,
     tracking_uri: Annotated[str, typer.Option(
         "--tracking-uri", help="MLflow tracking URI (artifacts go next to a SQLite file, under artifacts/); "
         "'none' = off.")] = _D.tracking_uri,
+    mlflow_metrics: Annotated[str, typer.Option(
+        "--mlflow-metrics", help="Validation metrics per trial in MLflow: lean (those of train.metric's rank "
+        "policy, short names) or full (every rank policy and direction too).")] = _D.mlflow_metrics,
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Study seed (fixed when the study is created; default 0). Trial seeds derive from it.")
     ] = _D.seed,
@@ -70,7 +74,8 @@ def run_command(
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, seed=seed, device=device,
                          enqueue=list(enqueue or []), overrides=list(overrides or []),
                          objectives=objective, max_epoch_seconds=max_epoch_seconds,
-                         max_train_seconds=max_train_seconds, max_memory_mb=max_memory_mb)
+                         max_train_seconds=max_train_seconds, max_memory_mb=max_memory_mb,
+                         mlflow_metrics=mlflow_metrics)
     with quiet_failed_trials():
         summary = run_study(options, console=console, monitor=LiveTable(console, enabled=live))
     _print_summary(summary, explicit_storage=options.storage is not None)

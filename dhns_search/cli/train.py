@@ -39,11 +39,16 @@ def train_command(
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train N seeds and report mean and std.")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<name>-<time>).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (sets device).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="Log the runs to this MLflow store (one per seed, and a summary run with --seeds "
+        "N). An export of a study is logged by default, into the study's experiment of sqlite:///mlruns/mlflow.db "
+        "next to its trial; 'none' logs nothing.", show_default=False)] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List the shipped presets and exit.")] = False,
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
     from dhns_search.config import load_config, preset_names
-    from dhns_search.training.runs import default_run_dir, train_seeds
+    from dhns_search.search.replay import train_tracked
+    from dhns_search.training.runs import default_run_dir
 
     if list_presets:
         for name in preset_names():
@@ -61,7 +66,7 @@ def train_command(
     out_dir = out or default_run_dir("runs", name)
     console.print(f"training [bold]{name}[/] ({cfg.model.scorer}, dhns={'on' if cfg.dhns.enabled else 'off'}, "
                   f"seed {cfg.seed}{f' +{seeds - 1}' if seeds > 1 else ''}) -> {out_dir}")
-    summary = train_seeds(cfg, seeds=seeds, out_dir=out_dir)
+    summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
 
     title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
     table = Table(title=title)
@@ -76,3 +81,8 @@ def train_command(
         verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
         console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
     console.print(f"run folder: {summary.out_dir}")
+    if tracked is not None:
+        linked = f", linked to the trial's run {tracked.replay_of}" if tracked.replay_of else ""
+        console.print(f"mlflow: experiment {tracked.experiment!r}, {len(tracked.run_ids)} run(s)"
+                      f"{' and a summary run' if tracked.summary_run_id else ''}{linked} in {tracked.tracking_uri}",
+                      highlight=False, soft_wrap=True)

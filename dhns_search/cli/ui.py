@@ -1,8 +1,8 @@
-"""``dhns-search ui``: the MLflow UI on the project's tracking store (and how to open optuna-dashboard)."""
+"""``dhns-search ui``: the MLflow UI on the project's tracking store, a link per study (and how to open
+optuna-dashboard)."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Annotated
 
 import typer
@@ -15,20 +15,22 @@ from dhns_search.search.urls import DEFAULT_TRACKING_URI, default_storage
 @app.command("ui")
 @cli_errors
 def ui_command(
-    port: Annotated[int, typer.Option("--port", help="Port of the MLflow UI.")] = DEFAULT_UI_PORT,
+    port: Annotated[int | None, typer.Option(
+        "--port", help=f"Port of the MLflow UI; refused when taken. Default {DEFAULT_UI_PORT}, or the next free "
+        "port when that one is taken.", show_default=False)] = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = DEFAULT_UI_HOST,
     tracking_uri: Annotated[str, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = DEFAULT_TRACKING_URI,
-    study: Annotated[str | None, typer.Option(
-        "--study", help="Print the optuna-dashboard command for this study.")] = None,
-    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL of --study.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Print the link of this study only.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="Optuna storage URL for the optuna-dashboard command (default: the project's).")] = None,
 ) -> None:
-    """Start the MLflow UI on the project's tracking store (and say how to open optuna-dashboard)."""
+    """Start the MLflow UI and print each study's link: its trials sorted by the objective, with the searched
+    parameters. Ctrl-C (or SIGTERM) stops the UI and every process it started."""
     from dhns_search.search.storage import dashboard_command
-    from dhns_search.search.tracking import ui_command as mlflow_ui
+    from dhns_search.search.ui_server import serve_ui
 
-    cmd = mlflow_ui(tracking_uri, port=port, host=host)
-    target = storage or default_storage(study or "STUDY")
-    console.print(f"MLflow UI: http://{host}:{port}  (Ctrl-C stops it)", highlight=False, soft_wrap=True)
-    console.print(f"Optuna dashboard (pip install optuna-dashboard): {dashboard_command(target)}",
-                  highlight=False, soft_wrap=True)
-    raise typer.Exit(subprocess.call(cmd))
+    def say(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    dashboard = f"Optuna dashboard (pip install optuna-dashboard): {dashboard_command(storage or default_storage(study))}"
+    raise typer.Exit(serve_ui(tracking_uri, host=host, port=port, study=study, say=say, notes=[dashboard]))

@@ -13,7 +13,6 @@ Pareto front (see :mod:`dhns_search.search.queries`).
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
 import optuna
@@ -23,7 +22,8 @@ from dhns_search.config.io import dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import StudyError
 from dhns_search.files import atomic_write_text
-from dhns_search.search import pareto
+from dhns_search.search import pareto, trial_data
+from dhns_search.search.provenance import package_versions
 from dhns_search.search.queries import completed, no_trial_message, pick_trial, primary_value
 from dhns_search.search.storage import open_study
 from dhns_search.search.targets import study_objectives
@@ -31,20 +31,10 @@ from dhns_search.search.targets import study_objectives
 __all__ = ["config_text", "export_best", "export_trials", "package_versions", "trial_config", "write_config"]
 
 
-def package_versions() -> dict[str, str]:
-    out = {}
-    for dist in ("dhns-search", "torch", "optuna"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
-
-
 def trial_config(study: optuna.Study, trial: FrozenTrial, *, pick: str | None = None) -> RunConfig:
     """The standalone training configuration that replays ``trial`` (see the module docstring);
     ``pick`` (e.g. ``"knee"``) is recorded in the provenance."""
-    data = trial.user_attrs.get("config")
+    data = trial_data.read(trial, "config")
     if not isinstance(data, dict):
         raise StudyError(f"study {study.study_name!r}, trial {trial.number}: no resolved configuration was "
                          "recorded (was it run by dhns-search run?)")
@@ -61,7 +51,7 @@ def trial_config(study: optuna.Study, trial: FrozenTrial, *, pick: str | None = 
     versions = package_versions()
     metric = train.get("metric", "mrr_realistic_filtered")
     specs = study_objectives(study)
-    best_valid = trial.user_attrs.get("best_valid")
+    best_valid = trial_data.read(trial, "best_valid")
     if isinstance(best_valid, dict) and isinstance(best_valid.get(metric), (int, float)):
         valid_value: float | None = float(best_valid[metric])
     elif trial.values:
@@ -78,6 +68,7 @@ def trial_config(study: optuna.Study, trial: FrozenTrial, *, pick: str | None = 
         "dhns_search_version": versions["dhns-search"],
         "torch_version": versions["torch"],
         "optuna_version": versions["optuna"],
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
     }
     if len(specs) > 1 and trial.values:
         data["provenance"]["objectives"] = ", ".join(

@@ -16,10 +16,12 @@ become user attributes and metrics of the MLflow child run (``mean_epoch_seconds
 Outcomes:
 
 - complete: value returned; user attrs ``best_epoch``, ``seed``, ``train_seconds``, ``trial_seconds``,
-  ``epoch_seconds``, ``peak_memory_mb`` (and ``peak_memory_kind``), ``mlflow_run_id``, ``params``
-  (decoded), ``config`` (the resolved configuration), ``best_valid``, ``dataset_fingerprint``;
+  ``epoch_seconds``, ``peak_memory_mb`` (and ``peak_memory_kind``), ``mlflow_run_id``,
+  ``dataset_fingerprint``; the records ``params`` (decoded), ``config`` (the resolved configuration) and
+  ``best_valid`` are kept out of the user attributes (:mod:`~dhns_search.search.trial_data`);
 - pruned: :class:`~dhns_search.training.StopTraining` from :class:`TrialCallback` becomes
-  :class:`optuna.TrialPruned`; user attr ``pruned_at``;
+  :class:`optuna.TrialPruned`; user attr ``pruned_at``; its MLflow run is FINISHED with tag
+  ``dhns.state=PRUNED``, the epoch and the last value;
 - failed (:func:`is_trial_failure`): a :class:`~dhns_search.errors.DhnsError` (bad combination, NaN loss
   ...) or running out of memory (``torch.cuda.OutOfMemoryError``, or the CPU allocator's out-of-memory
   ``RuntimeError``) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with user
@@ -45,17 +47,21 @@ import torch
 from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import DhnsError
+from dhns_search.search import trial_data
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import SearchSpace, flatten_config, suggest
-from dhns_search.search.space.encoding import short_values
+from dhns_search.search.space.encoding import format_value, short_values
 from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
 from dhns_search.training import StopTraining, train
 
 if TYPE_CHECKING:
     from dhns_search.search.tracking import MlflowBridge, TrialRun
 
-__all__ = ["Objective", "TrialCallback", "TrialFailed", "is_trial_failure"]
+__all__ = ["Objective", "Progress", "TrialCallback", "TrialFailed", "is_trial_failure"]
+
+#: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch)
+Progress = Callable[[int, int, "float | None"], None]
 
 #: how the CPU allocator says it is out of memory (a plain ``RuntimeError``; Linux, then Windows wording)
 _CPU_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
@@ -84,17 +90,19 @@ class TrialCallback:
     when the pruner says so; ``on_epoch_end`` logs the epoch statistics (``train_loss``,
     ``diffusion_loss``, ``epoch_seconds`` ...) and keeps the epoch times.  Validation metrics are logged
     as ``valid_<name>``.  ``report=False`` (multi-objective studies, where Optuna has no pruning)
-    neither reports nor prunes.
+    neither reports nor prunes.  ``progress`` (the live table) is told the epoch and the last validation value.
     """
 
     def __init__(self, trial: optuna.Trial, metric: str, run: TrialRun | None = None, *,
-                 report: bool = True) -> None:
+                 report: bool = True, progress: Progress | None = None) -> None:
         self.trial = trial
         self.metric = metric
         self.run = run
         self.report = report
+        self.progress = progress
         self.last_epoch = 0
         self.best: float | None = None
+        self.last_value: float | None = None
         self.epoch_seconds: list[float] = []
 
     @property
@@ -109,18 +117,19 @@ class TrialCallback:
             self.epoch_seconds.append(float(secs))
         if self.run is not None:
             self.run.log_metrics(stats, step=epoch)
+        if self.progress is not None:
+            self.progress(self.trial.number, epoch, None)
 
     def on_evaluation(self, epoch: int, metrics: dict[str, float], history: list[dict]) -> None:
         value = float(metrics[self.metric])
-        self.last_epoch = epoch
+        self.last_epoch, self.last_value = epoch, value
         if not math.isnan(value) and (self.best is None or value > self.best):
             self.best = value
         if self.run is not None:
-            logged = {f"valid_{k}": v for k, v in metrics.items()}
             last = history[-1] if history else {}
-            if "eval_seconds" in last:
-                logged["eval_seconds"] = last["eval_seconds"]
-            self.run.log_metrics(logged, step=epoch)
+            self.run.log_validation(metrics, step=epoch, eval_seconds=last.get("eval_seconds"))
+        if self.progress is not None:
+            self.progress(self.trial.number, epoch, value)
         if not self.report:
             return
         self.trial.report(value, step=epoch)
@@ -168,6 +177,7 @@ class Objective:
         trainer: Callable[..., Any] | None = None,
         objectives: Sequence[ObjectiveSpec] | None = None,
         caps: Mapping[str, float] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.space = space
         self.study_seed = study_seed
@@ -178,6 +188,7 @@ class Objective:
         self.trainer = trainer or train
         self.objectives = list(objectives or [])
         self.caps = dict(caps or {})
+        self.progress = progress
 
     def trial_mapping(self, sampled: dict[str, Any], seed: int) -> dict:
         """The trial's configuration as a plain mapping (not yet validated)."""
@@ -195,7 +206,7 @@ class Objective:
         seed = trial_seed(self.study_seed, trial.number)
         trial.set_user_attr("seed", seed)
         sampled = suggest(trial, self.space)
-        trial.set_user_attr("params", _jsonable(self.space.resolve(sampled)))
+        trial_data.store(trial, "params", _jsonable(self.space.resolve(sampled)))
         data = self.trial_mapping(sampled, seed)
         run = self._start_run(trial, sampled, data, seed)
         out = _Outcome()
@@ -203,6 +214,7 @@ class Objective:
             return self._train(trial, sampled, data, run, out)
         except StopTraining as stop:
             out.state, out.reason = "PRUNED", str(getattr(stop, "reason", stop))
+            out.value = out.callback.last_value if out.callback else None
             trial.set_user_attr("pruned_at", out.last_epoch)
             self._record(trial, out.measures, run, out.last_epoch, constrain=True)
             raise optuna.TrialPruned(out.reason) from None
@@ -224,7 +236,7 @@ class Objective:
         finally:
             trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
             if run is not None:
-                run.end(out.state, value=out.value, reason=out.reason)
+                run.end(out.state, value=out.value, reason=out.reason, epoch=out.last_epoch)
 
     def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int) -> TrialRun | None:
         """The trial's MLflow child run, with the configuration as params (None when MLflow is off)."""
@@ -233,7 +245,8 @@ class Objective:
         # The same keys for every trial: the defaults filled in, even when validation fails later.
         flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
         tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled)}
-        run = self.bridge.start_trial(trial.number, flat, tags)
+        searched = {name: format_value(value) for name, value in sampled.items()}
+        run = self.bridge.start_trial(trial.number, flat, tags, searched=searched)
         trial.set_user_attr("mlflow_run_id", run.run_id)
         return run
 
@@ -241,10 +254,11 @@ class Objective:
                out: _Outcome) -> float | list[float]:
         """Validate the configuration, train, record the result; ``out`` follows each stage."""
         cfg = validate_config(data, f"{self.space.source}: trial {trial.number} {short_values(sampled)}")
-        trial.set_user_attr("config", cfg.model_dump(mode="json"))
+        trial_data.store(trial, "config", cfg.model_dump(mode="json"))
         if run is not None:
             run.log_text(dump_yaml(cfg), "config.yaml")
-        out.callback = TrialCallback(trial, cfg.train.metric, run, report=len(self.objectives) <= 1)
+        out.callback = TrialCallback(trial, cfg.train.metric, run, report=len(self.objectives) <= 1,
+                                     progress=self.progress)
         memory = PeakMemory(cuda=self._uses_cuda(cfg))
         t_train = time.perf_counter()
         try:
@@ -286,8 +300,9 @@ class Objective:
         trial.set_user_attr("best_epoch", int(result.best_epoch))
         trial.set_user_attr("epochs_run", int(result.epochs_run))
         self._record(trial, measures, run, int(result.epochs_run), constrain=True)
-        trial.set_user_attr("best_valid", {k: float(v) for k, v in result.best_valid.items()})
-        trial.set_user_attr("config", result.config.model_dump(mode="json"))
+        best_valid = {k: float(v) for k, v in result.best_valid.items()}
+        trial_data.store(trial, "best_valid", best_valid)
+        trial_data.store(trial, "config", result.config.model_dump(mode="json"))
         fingerprint = getattr(result, "dataset_fingerprint", None)
         if fingerprint is None and self.dataset is not None:
             fingerprint = self.dataset.fingerprint()
@@ -295,8 +310,10 @@ class Objective:
             trial.set_user_attr("dataset_fingerprint", fingerprint)
         if run is not None:
             run.log_text(dump_yaml(result.config), "config.yaml")
-            run.log_metrics({f"best_valid_{k}": v for k, v in result.best_valid.items()}
-                            | {"best_epoch": result.best_epoch}, step=result.best_epoch)
+            run.log_result(values[primary_index(self.objectives)], best_epoch=int(result.best_epoch),
+                           values={s.label: v for s, v in zip(self.objectives, values)},
+                           result={"best_epoch": result.best_epoch, "best_valid": best_valid,
+                                   "history": result.history})
             if len(values) > 1:
                 run.set_tags({"dhns.values": ", ".join(
                     f"{s.name}={v!r}" for s, v in zip(self.objectives, values))})

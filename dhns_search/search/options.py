@@ -52,6 +52,8 @@ class RunOptions:
     max_epoch_seconds: float | None = None
     max_train_seconds: float | None = None
     max_memory_mb: float | None = None
+    #: MLflow metrics of a trial: "lean" (the rank policy of train.metric) or "full" (every rank metric)
+    mlflow_metrics: str = "lean"
 
     def caps(self) -> dict[str, float]:
         return check_caps({"epoch_seconds": self.max_epoch_seconds, "train_seconds": self.max_train_seconds,

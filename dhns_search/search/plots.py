@@ -1,7 +1,11 @@
-"""Study plots as PNG files (Optuna's matplotlib backend, rendered off screen with Agg).
+"""Study plots: PNG files (Optuna's matplotlib backend, rendered off screen with Agg) and, next to each,
+the same plot as an interactive HTML page (Optuna's Plotly figures, plotly.js embedded so that the page
+works offline; MLflow previews it among the parent run's artifacts).
 
 Each plot is optional: one that cannot be drawn yet (e.g. parameter importances need at least two
-completed trials whose parameters vary) is skipped with the reason, never an error.
+completed trials whose parameters vary) is skipped with the reason, never an error.  Axes carry the
+objective's name (``valid mrr (realistic)``, :func:`~.run_metrics.objective_title`), and the parallel
+coordinates get room for every parameter.
 
 In a multi-objective study the history, importance and parallel-coordinate plots show the primary
 objective (the first accuracy objective), and :func:`write_pareto_plot` draws the trade-off: every
@@ -21,15 +25,17 @@ matplotlib.use("Agg")  # before pyplot: no display on servers and CI
 
 import matplotlib.pyplot as plt
 import optuna
+import optuna.visualization as ovp
 import optuna.visualization.matplotlib as ovm
 from optuna.trial import TrialState
 
 from dhns_search.search.queries import completed, pareto_front
+from dhns_search.search.run_metrics import objective_title
 from dhns_search.search.targets import primary_index, study_objectives
 
 __all__ = ["PLOTS", "PlotResult", "write_pareto_plot", "write_plots", "write_study_plot"]
 
-#: file stem -> Optuna matplotlib function name
+#: file stem -> Optuna function name (the same in optuna.visualization and its matplotlib backend)
 PLOTS = {
     "optimization_history": "plot_optimization_history",
     "intermediate_values": "plot_intermediate_values",
@@ -133,47 +139,97 @@ def write_study_plot(study: optuna.Study, path: str | Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ax = ovm.plot_optimization_history(study)
-            fig = ax.get_figure()
-            fig.set_size_inches(9, 5.5)
-            return _save(fig, path)
+            return _png(study, "optimization_history", _targets(study), Path(path))
     finally:
         plt.close("all")
 
 
-def write_plots(study: optuna.Study, out_dir: str | Path) -> PlotResult:
-    """Draw every plot of :data:`PLOTS` that the study allows into ``out_dir/<name>.png`` (and, for a
-    multi-objective study, ``pareto_front.png``)."""
+def _targets(study: optuna.Study) -> dict:
+    """``target`` / ``target_name`` of Optuna's plot functions: the primary objective, by its name."""
+    specs = study_objectives(study)
+    k = primary_index(specs)
+    kwargs: dict = {"target_name": objective_title(specs[k])}
+    if len(specs) > 1:
+        kwargs["target"] = lambda t, k=k: t.values[k]
+    return kwargs
+
+
+def _n_params(study: optuna.Study) -> int:
+    return len({k for t in completed(study, feasible=None) for k in t.params})
+
+
+def _png(study: optuna.Study, name: str, kwargs: dict, path: Path) -> Path:
+    """One plot as a PNG: the parallel coordinates 1.4 inches per axis, the x labels slanted."""
+    ax = getattr(ovm, PLOTS[name])(study, **kwargs)
+    ax = ax.flat[0] if hasattr(ax, "flat") else ax
+    fig = ax.get_figure()
+    if name == "parallel_coordinate":
+        fig.set_size_inches(max(9.0, 1.4 * (_n_params(study) + 1)), 6)
+        for label in ax.get_xticklabels():
+            label.set_rotation(25)
+            label.set_horizontalalignment("right")
+    else:
+        fig.set_size_inches(9, 5.5)
+    if name == "intermediate_values":
+        ax.set_ylabel(_targets(study)["target_name"] + " (at each evaluation)")
+    return _save(fig, path)
+
+
+def _html(study: optuna.Study, name: str, kwargs: dict, path: Path) -> Path:
+    """One plot as a self-contained interactive HTML page (Optuna's Plotly figure)."""
+    fig = getattr(ovp, PLOTS[name])(study, **kwargs)
+    if name == "intermediate_values":
+        fig.update_layout(yaxis_title=_targets(study)["target_name"] + " (at each evaluation)")
+    if name == "parallel_coordinate":
+        fig.update_layout(width=max(900, 140 * (_n_params(study) + 1)))
+    fig.update_layout(title=f"study {study.study_name}: {name.replace('_', ' ')}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
+
+
+def _pareto_html(study: optuna.Study, path: Path) -> Path:
+    specs = study_objectives(study)
+    fig = ovp.plot_pareto_front(study, target_names=[objective_title(s) for s in specs])
+    fig.update_layout(title=f"study {study.study_name}: Pareto front")
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
+
+
+def _draw(result: PlotResult, name: str, draw) -> None:
+    """Run ``draw()`` (which returns the file written); a failure skips the plot with the reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning and matplotlib layout chatter
+            result.files.append(draw())
+    except Exception as err:  # noqa: BLE001 - a plot is never worth failing a study for
+        result.skipped.setdefault(name, f"{type(err).__name__}: {err}")
+    finally:
+        plt.close("all")
+
+
+def write_plots(study: optuna.Study, out_dir: str | Path, *, html: bool = True) -> PlotResult:
+    """Draw every plot of :data:`PLOTS` that the study allows into ``out_dir/<name>.png`` and, with
+    ``html``, ``out_dir/<name>.html`` (a multi-objective study also gets ``pareto_front.png`` / ``.html``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = PlotResult()
-    specs = study_objectives(study)
-    kwargs: dict = {}
-    if len(specs) > 1:
-        k = primary_index(specs)
-        kwargs = {"target": lambda t, k=k: t.values[k], "target_name": specs[k].label}
+    kwargs = _targets(study)
+    if len(study_objectives(study)) > 1:
         reason = _why_not("pareto_front", study)
         if reason:
             result.skipped["pareto_front"] = reason
         else:
-            try:
-                result.files.append(write_pareto_plot(study, out / "pareto_front.png"))
-            except Exception as err:  # noqa: BLE001 - a plot is never worth failing a study for
-                result.skipped["pareto_front"] = f"{type(err).__name__}: {err}"
-    for name, func_name in PLOTS.items():
+            _draw(result, "pareto_front", lambda: write_pareto_plot(study, out / "pareto_front.png"))
+            if html:
+                _draw(result, "pareto_front.html", lambda: _pareto_html(study, out / "pareto_front.html"))
+    for name in PLOTS:
         reason = _why_not(name, study)
         if reason:
             result.skipped[name] = reason
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ExperimentalWarning and matplotlib layout chatter
-                ax = getattr(ovm, func_name)(study, **({} if name == "intermediate_values" else kwargs))
-                fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
-                fig.set_size_inches(9, 5.5)
-                result.files.append(_save(fig, out / f"{name}.png"))
-        except Exception as err:  # noqa: BLE001 - a plot is never worth failing a study for
-            result.skipped[name] = f"{type(err).__name__}: {err}"
-        finally:
-            plt.close("all")
+        args = {} if name == "intermediate_values" else kwargs
+        _draw(result, name, lambda name=name, args=args: _png(study, name, args, out / f"{name}.png"))
+        if html:
+            _draw(result, f"{name}.html", lambda name=name, args=args: _html(study, name, args, out / f"{name}.html"))
     return result

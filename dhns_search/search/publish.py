@@ -2,11 +2,11 @@
 
 - after every trial (:func:`publish_progress`): metrics ``n_complete``, ``n_pruned``, ``n_fail``,
   ``best_value`` (and ``n_infeasible`` with caps, ``pareto_size`` with several objectives), step = the
-  trial number;
+  trial number, and the run's description: the leaderboard so far (:func:`study_description`);
 - when the run ends (:func:`publish_results`): ``leaderboard.csv``, ``leaderboard.md``,
   ``best_config.yaml`` (the export of the best trial; a multi-objective study's knee), the tags
-  ``dhns.best_value``, ``dhns.best_trial`` (``dhns.knee_trial``, ``dhns.pareto_trials``) and the plots,
-  then the parent is ended.
+  ``dhns.best_value``, ``dhns.best_trial`` (``dhns.knee_trial``, ``dhns.pareto_trials``), the
+  description and the plots (PNG and interactive HTML), then the parent is ended.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dhns_search.search.plots import write_plots
 from dhns_search.search.queries import (
     LeaderRow,
     best_trial,
+    completed,
     infeasible,
     leaderboard,
     param_names,
@@ -34,11 +35,17 @@ from dhns_search.search.queries import (
     primary_value,
     state_counts,
 )
+from dhns_search.search.run_metrics import objective_title
 from dhns_search.search.space.encoding import format_cell
 from dhns_search.search.targets import ObjectiveSpec, primary_index, study_objectives
 from dhns_search.search.tracking import MlflowBridge
 
-__all__ = ["leaderboard_csv", "leaderboard_markdown", "publish_progress", "publish_results"]
+__all__ = ["leaderboard_csv", "leaderboard_markdown", "publish_progress", "publish_results", "study_description"]
+
+#: rows of the leaderboard in the parent run's description (leaderboard.csv has them all), fewer when
+#: they would not fit the characters of an MLflow tag
+DESCRIPTION_ROWS = 20
+DESCRIPTION_CHARS = 7500
 
 
 # ------------------------------------------------------------------------------ leaderboard files
@@ -86,6 +93,37 @@ def leaderboard_markdown(rows: list[LeaderRow], *, metric: str = "value") -> str
     return "\n".join(lines) + "\n"
 
 
+def study_description(study: optuna.Study, *, top: int = DESCRIPTION_ROWS, limit: int = DESCRIPTION_CHARS) -> str:
+    """The parent run's description (markdown): what the study optimises, its trial counts, and the
+    leaderboard of its best ``top`` feasible completed trials (fewer if ``limit`` characters cannot hold
+    them)."""
+    text = _description(study, top)
+    while len(text) > limit and top > 1:
+        top //= 2
+        text = _description(study, top)
+    return text if len(text) <= limit else text[: limit - 40] + "\n\n(cut: see leaderboard.md)\n"
+
+
+def _description(study: optuna.Study, top: int) -> str:
+    specs = study_objectives(study)
+    primary = specs[primary_index(specs)]
+    counts = state_counts(study)
+    total = len(study.get_trials(deepcopy=False))
+    running = f", {counts['RUNNING']} running" if counts.get("RUNNING") else ""
+    aims = ", ".join(f"{objective_title(s)} ({s.arrow})" for s in specs)
+    head = (f"**Study {study.study_name}**: {aims}. {total} trials: {counts['COMPLETE']} complete, "
+            f"{counts['PRUNED']} pruned, {counts['FAIL']} failed{running}.")
+    lines = [head, ""]
+    rows = leaderboard(study, top=top)
+    if not rows:
+        return "\n".join([*lines, "No completed trial yet."]) + "\n"
+    shown = len(completed(study))
+    lines.append(f"Best {len(rows)} of {shown} completed trials" + ("" if len(rows) == shown else
+                                                                     " (all of them: leaderboard.csv)") + ":")
+    lines.append("")
+    return "\n".join(lines) + "\n" + leaderboard_markdown(rows, metric=primary.label)
+
+
 # ----------------------------------------------------------------------------- during the run
 def publish_progress(bridge: MlflowBridge, study: optuna.Study, specs: Sequence[ObjectiveSpec],
                      caps: Mapping[str, float], step: int) -> None:
@@ -100,6 +138,7 @@ def publish_progress(bridge: MlflowBridge, study: optuna.Study, specs: Sequence[
     if len(specs) > 1:
         metrics["pareto_size"] = len(pareto_front(study).trials)
     bridge.log_parent_metrics(metrics, step=step)
+    bridge.set_parent_description(study_description(study))
 
 
 # ------------------------------------------------------------------------------- at the end
@@ -150,6 +189,7 @@ def _publish_leaderboard(study: optuna.Study, bridge: MlflowBridge) -> None:
         else:
             bridge.log_parent_text(config_text(trial_config(study, best)), "best_config.yaml")
     bridge.set_parent_tags(tags)
+    bridge.set_parent_description(study_description(study))
 
 
 def _publish_plots(study: optuna.Study, bridge: MlflowBridge) -> tuple[list[str], dict[str, str]]:

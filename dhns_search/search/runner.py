@@ -43,6 +43,7 @@ from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.publish import publish_progress, publish_results
 from dhns_search.search.queries import best_trial, infeasible, pareto_front, primary_value, state_counts
 from dhns_search.search.resources import memory_kind
+from dhns_search.search.run_metrics import METRIC_SETS, name_metrics
 from dhns_search.search.samplers import (
     CONSTRAINED_SAMPLERS,
     check_sampler,
@@ -58,11 +59,12 @@ from dhns_search.search.targets import (
     ObjectiveSpec,
     describe,
     parse_objectives,
+    primary_index,
     specs_to_attr,
     study_caps,
     study_objectives,
 )
-from dhns_search.search.tracking import MlflowBridge, prepare_tracking_uri
+from dhns_search.search.tracking import MlflowBridge, StudyDescription, prepare_tracking_uri
 from dhns_search.search.urls import default_storage, display_url
 
 __all__ = ["Monitor", "PreparedRun", "StudySummary", "attach", "optimise", "prepare", "run_study"]
@@ -180,6 +182,7 @@ def prepare(options: RunOptions) -> PreparedRun:
     storage = make_storage(storage_url)
     study, seed, specs, caps = _create_or_continue(name, storage, options, space, metric, requested, caps)
     check_sampler(options.sampler, specs)  # a continued study: its own objectives decide
+    name_metrics(study, specs)  # optuna-dashboard shows them instead of "Objective 0"
     pruner = resolve_pruner(options.pruner, specs)
     _check_measurable(specs, caps, options.device)
     study.pruner = make_pruner(pruner)
@@ -200,6 +203,8 @@ def prepare(options: RunOptions) -> PreparedRun:
 def _check_options(options: RunOptions) -> None:
     """The options that need neither the space nor the study."""
     check_sampler(options.sampler, ())
+    if options.mlflow_metrics not in METRIC_SETS:
+        raise ConfigError(f"--mlflow-metrics must be {' or '.join(METRIC_SETS)} (got {options.mlflow_metrics!r})")
     if options.pruner is not None:
         make_pruner(options.pruner)
     if options.n_trials is not None and options.n_trials < 1:
@@ -343,8 +348,18 @@ def attach(run: PreparedRun, options: RunOptions) -> MlflowBridge | None:
         "dhns.objectives": ",".join(f"{s.name}:{s.direction}" for s in run.objectives),
         "dhns.caps": ",".join(f"{k}<={v:g}" for k, v in run.caps.items()),
         "dhns.overrides": " ".join(options.overrides),
-    })
+    }, about=_study_description(run, options))
     return bridge
+
+
+def _study_description(run: PreparedRun, options: RunOptions) -> StudyDescription:
+    """What the study's MLflow experiment and runs are told: the space's description, the searched
+    parameters and the objectives (for the saved views), the dataset and device (provenance)."""
+    specs = run.objectives
+    return StudyDescription(text=run.space.description, params=run.space.names,
+                            direction=specs[primary_index(specs)].direction,
+                            objectives=[s.label for s in specs] if len(specs) > 1 else [], metric=run.metric,
+                            dataset=run.dataset, device=options.device, metric_set=options.mlflow_metrics)
 
 
 # --------------------------------------------------------------------------------------- optimise
@@ -360,7 +375,7 @@ def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None,
         study.enqueue_trial(values, user_attrs={"enqueued_from": source}, skip_if_exists=True)
     objective = Objective(run.space, study_seed=run.seed, overrides=options.overrides, device=options.device,
                           bridge=bridge, dataset=run.dataset, trainer=trainer, objectives=run.objectives,
-                          caps=run.caps)
+                          caps=run.caps, progress=getattr(monitor, "trial_progress", None))
     new_trials: list[int] = []
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -1,7 +1,7 @@
 """Where studies live: Optuna storages for any URL, finding and opening studies by name.
 
-Without ``--storage`` every command looks in ``studies/*.db`` (one SQLite file per study, named after
-it).  URLs are printed with their password hidden (:func:`~dhns_search.search.urls.display_url`).
+Without ``--storage`` a study is kept in ``studies/studies.db`` (one SQLite file for all studies), and
+every command also looks in the other ``studies/*.db`` (the per-study files of earlier versions).  URLs are printed with their password hidden (:func:`~dhns_search.search.urls.display_url`).
 """
 
 from __future__ import annotations
@@ -84,16 +84,17 @@ def known_studies(storage: str | None) -> list[tuple[str, str]]:
 
 
 def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str]:
-    """Load an existing study: from ``storage``, else ``studies/<name>.db``, else any ``studies/*.db``.
+    """Load an existing study: from ``storage``, else its default storage (``studies/<name>.db`` where that
+    exists, else ``studies/studies.db``), else any ``studies/*.db``.
 
     Returns the study and its storage URL; raises :class:`StudyError` naming the known studies when there
     is none of that name.
     """
     candidates = [storage] if storage else []
     if storage is None:
-        default = DEFAULT_STUDIES_DIR / f"{name}.db"
-        if default.is_file():
-            candidates.append(default_storage(name))
+        default = default_storage(name)
+        if sqlite_path(default).is_file():  # type: ignore[union-attr]
+            candidates.append(default)
         candidates += [u for n, u in known_studies(None) if n == name and u not in candidates]
     for url in candidates:
         if name in _names_in(url):

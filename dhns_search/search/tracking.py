@@ -3,31 +3,37 @@
 
 Layout in the tracking store (one experiment per study, named after it)::
 
-    experiment <study>
-    ├── parent run  "<study>"        tags dhns.study, dhns.study_uid, dhns.role=parent
-    │     artifacts: space file, leaderboard.csv/.md, best_config.yaml, plots/*.png
+    experiment <study>               tags mlflow.experimentKind (model training), mlflow.note.content (the
+    │                                space's description), two saved views of the runs table (:mod:`.views`)
+    ├── parent run  "<study>"        tags dhns.study, dhns.study_uid, dhns.role=parent; description = leaderboard
+    │     artifacts: space file, leaderboard.csv/.md, best_config.yaml, plots/*.png and *.html
     │     metrics:   best_value (step = trial number), n_complete ...
     └── child runs  "trial-0007"     tags mlflow.parentRunId, dhns.study, dhns.trial_number, dhns.state
-          params:    the full resolved configuration, flattened (same keys in every trial)
-          metrics:   valid_* per evaluation and train_* per epoch, step = epoch
-          artifacts: config.yaml
+          params:    the searched parameters, then the rest of the configuration as zconfig.<path>
+          metrics:   valid_* (lean set, :mod:`.run_metrics`) per evaluation, train_* per epoch, objective
+          artifacts: config.yaml, result.json
 
-The parent is found again by its tags when a study continues (also from another process), so a study
-has exactly one parent.  Every child is ended, whatever happened to its trial: FINISHED for a completed
-trial, KILLED for a pruned one, FAILED (with the reason as tag ``dhns.fail_reason``) for a failed one.
+Every run (parent, trials, replays) carries its provenance (:func:`start_run`): package versions, git
+revision, device and its name, and the dataset as an MLflow dataset input.  The parent is found again by
+its tags when a study continues (also from another process), so a study has exactly one parent.  Every
+child is ended, whatever happened to its trial: FINISHED for a completed *or pruned* trial (tag
+``dhns.state`` says which; a pruned one has ``dhns.pruned_epoch`` / ``dhns.pruned_value``), FAILED for a
+failed one (the reason as tag ``dhns.fail_reason`` and as the run's description), KILLED on Ctrl-C.
 
-optuna-integration's ``MLflowCallback`` is not used: it logs only final values and makes no parent run.
+The module-level functions (:func:`open_experiment`, :func:`start_run`, :func:`log_dataset`,
+:func:`ordered_params`, :func:`log_metrics`) are what any command that logs runs needs; optuna-integration's
+``MLflowCallback`` is not used: it logs only final values and makes no parent run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,35 +41,53 @@ from typing import Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from dhns_search.errors import StudyError
-from dhns_search.search.options import DEFAULT_UI_HOST, DEFAULT_UI_PORT
-from dhns_search.search.urls import DEFAULT_TRACKING_URI, sqlite_path
+from dhns_search.search.provenance import DatasetSummary, dataset_summary, run_provenance
+from dhns_search.search.run_metrics import rank_policy, validation_metrics
+from dhns_search.search.urls import sqlite_path
+from dhns_search.search.views import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    OBJECTIVE_METRIC,
+    study_view_tags,
+)
 
 __all__ = [
+    "CONFIG_PREFIX",
+    "DESCRIPTION_TAG",
     "MLFLOW_STATUS",
     "MlflowBridge",
+    "StudyDescription",
     "TrialRun",
     "artifact_root_for",
+    "log_dataset",
+    "log_metrics",
+    "open_experiment",
+    "ordered_params",
     "prepare_tracking_uri",
-    "ui_command",
+    "start_run",
 ]
 
-#: Optuna trial state -> MLflow run status.
+#: Optuna trial state -> MLflow run status.  A pruned trial ran as the pruner meant it to: FINISHED.
 MLFLOW_STATUS = {
     "COMPLETE": "FINISHED",
-    "PRUNED": "KILLED",
+    "PRUNED": "FINISHED",
     "FAIL": "FAILED",
     "INTERRUPTED": "KILLED",  # Ctrl-C: Optuna records FAIL, MLflow says the run was killed
     "RUNNING": "RUNNING",
 }
+#: the description of a run or an experiment (markdown, shown at the top of its page)
+DESCRIPTION_TAG = "mlflow.note.content"
+#: the configuration fields that were not searched are params under this prefix (sorting after the rest)
+CONFIG_PREFIX = "zconfig."
 
 _PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 _METRIC_BATCH = 1000
+_TAG_LIMIT = 5000  # characters kept of a long tag value (MLflow allows 8000)
 
 
 def prepare_tracking_uri(uri: str) -> str:
@@ -86,6 +110,13 @@ def artifact_root_for(uri: str) -> Path:
     return Path("mlruns/artifacts").resolve()
 
 
+def make_client(tracking_uri: str) -> MlflowClient:
+    """A client on ``tracking_uri`` (its SQLite folder created), without MLflow's table-creation chatter."""
+    for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=prepare_tracking_uri(tracking_uri))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -94,46 +125,181 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
+    return [RunTag(k, str(v)[:_TAG_LIMIT]) for k, v in tags.items() if v is not None]
+
+
+# ---------------------------------------------------------------------- reusable pieces
+def open_experiment(client: MlflowClient, name: str, *, artifact_location: str | None = None,
+                    description: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
+    """Find or create the experiment ``name`` (restoring a deleted one) as a model-training experiment
+    of MLflow 3's UI, with ``description`` and ``tags``; returns its id."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # created meanwhile by another process
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+        if exp.lifecycle_stage == LifecycleStage.DELETED:
+            client.restore_experiment(exp_id)
+    wanted = {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, **(tags or {})}
+    if description:
+        wanted[DESCRIPTION_TAG] = description
+    for key, value in wanted.items():
+        client.set_experiment_tag(exp_id, key, str(value))
+    return exp_id
+
+
+def log_dataset(client: MlflowClient, run_id: str, dataset: Any, *, context: str = "training") -> None:
+    """Log ``dataset`` (a loaded dataset or its :class:`DatasetSummary`) as the run's MLflow dataset input:
+    its name, where it was read from, the first 16 hex digits of its fingerprint as the digest, and the
+    counts (with the full fingerprint) as its profile."""
+    summary = dataset if isinstance(dataset, DatasetSummary) else dataset_summary(dataset)
+    schema = {"mlflow_colspec": [{"name": c, "type": "long"} for c in ("head", "relation", "tail")]}
+    entity = Dataset(name=summary.name, digest=summary.digest, source_type="local",
+                     source=json.dumps({"uri": summary.source}), schema=json.dumps(schema),
+                     profile=json.dumps(summary.profile))
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+
+
+def start_run(client: MlflowClient, experiment_id: str, run_name: str, *, tags: Mapping[str, Any] | None = None,
+              dataset: Any = None, provenance: Mapping[str, str] | None = None, device: str | None = "auto",
+              parent_run_id: str | None = None, description: str | None = None,
+              start_time_ms: int | None = None) -> str:
+    """Create a run with its provenance (``provenance``, else :func:`~.provenance.run_provenance` of
+    ``device``), ``tags``, the dataset input and a description; returns its id."""
+    all_tags: dict[str, Any] = dict(provenance if provenance is not None else run_provenance(device))
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    if description:
+        all_tags[DESCRIPTION_TAG] = description
+    all_tags.update(tags or {})
+    run = client.create_run(experiment_id, run_name=run_name, start_time=start_time_ms,
+                            tags={k: str(v) for k, v in all_tags.items() if v is not None})
+    if dataset is not None:
+        log_dataset(client, run.info.run_id, dataset)
+    return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+    """Log the numeric, finite-or-not values of ``metrics`` at ``step`` (non-numbers are skipped)."""
+    ts = _now_ms()
+    items = [Metric(key, float(v), ts, int(step)) for key, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for i in range(0, len(items), _METRIC_BATCH):
+        client.log_batch(run_id, metrics=items[i : i + _METRIC_BATCH])
+
+
+def ordered_params(searched: Mapping[str, str], config: Mapping[str, str], *,
+                   space: Sequence[str] = ()) -> dict[str, str]:
+    """The params of a run: the searched parameters first, by their names in the space, then every other
+    field of the flattened configuration under :data:`CONFIG_PREFIX` (so they sort after them too).
+
+    ``space`` names every parameter of the space: a conditional one that this run did not sample is
+    logged neither way, so every run of a study has the same ``zconfig.`` keys."""
+    out = {name: str(value) for name, value in searched.items()}
+    skip = set(searched) | set(space)
+    out.update({CONFIG_PREFIX + key: value for key, value in config.items() if key not in skip})
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), _PARAM_BATCH):
+        client.log_batch(run_id, params=items[i : i + _PARAM_BATCH])
+
+
+def objective_metrics(value: float | None, values: Mapping[str, float] | None = None) -> dict[str, float]:
+    """``objective`` (the primary objective) and, with several objectives, ``objective.<label>`` each."""
+    out: dict[str, float] = {}
+    if value is not None and not math.isnan(value):
+        out[OBJECTIVE_METRIC] = float(value)
+    if values and len(values) > 1:
+        out.update({f"{OBJECTIVE_METRIC}.{label.replace('@', '_at_')}": float(v) for label, v in values.items()})
+    return out
+
+
+# ---------------------------------------------------------------------------- a trial's run
 @dataclass
 class TrialRun:
-    """The child run of one trial."""
+    """The child run of one trial (or any run logged like one: a replay)."""
 
     client: MlflowClient
     run_id: str
     number: int
+    #: ``train.metric``: its rank policy chooses the lean validation metrics
+    policy_metric: str = "mrr_realistic_filtered"
+    metric_set: str = "lean"
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Log numeric values with ``step`` (non-numbers are skipped)."""
-        ts = _now_ms()
-        items = [
-            Metric(key, float(v), ts, int(step))
-            for key, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        ]
-        for i in range(0, len(items), _METRIC_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[i : i + _METRIC_BATCH])
+        log_metrics(self.client, self.run_id, metrics, step)
+
+    def log_validation(self, metrics: Mapping[str, Any], step: int, *, eval_seconds: float | None = None) -> None:
+        """One evaluation's validation metrics (the lean or full set, :mod:`.run_metrics`) at ``step``."""
+        logged: dict[str, Any] = validation_metrics(metrics, self.policy_metric, metric_set=self.metric_set)
+        if eval_seconds is not None:
+            logged["eval_seconds"] = eval_seconds
+        self.log_metrics(logged, step)
+
+    def log_result(self, value: float | None, *, best_epoch: int, values: Mapping[str, float] | None = None,
+                   result: Mapping[str, Any] | None = None) -> None:
+        """The trial's outcome: ``objective`` (and ``objective.<label>`` with several objectives) and
+        ``best_epoch`` at step = best epoch; ``result`` (the full validation breakdown ...) as result.json."""
+        self.log_metrics({**objective_metrics(value, values), "best_epoch": best_epoch}, step=best_epoch)
+        if result is not None:
+            self.client.log_text(self.run_id, json.dumps(result, indent=1, default=str), "result.json")
 
     def log_params(self, params: Mapping[str, str]) -> None:
-        items = [Param(k, str(v)) for k, v in params.items()]
-        for i in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + _PARAM_BATCH])
+        log_params(self.client, self.run_id, params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self.client.log_batch(self.run_id, tags=_tags(tags))
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
-    def end(self, state: str, *, value: float | None = None, reason: str | None = None) -> None:
-        """End the run: ``state`` is an Optuna state name (COMPLETE, PRUNED, FAIL)."""
+    def end(self, state: str, *, value: float | None = None, reason: str | None = None,
+            epoch: int | None = None) -> None:
+        """End the run: ``state`` is an Optuna state name (COMPLETE, PRUNED, FAIL, INTERRUPTED); ``value``
+        and ``epoch`` of a pruned trial are its last reported value and the epoch it was pruned at."""
         tags: dict[str, Any] = {"dhns.state": state}
-        if reason:
-            tags["dhns.fail_reason" if state == "FAIL" else "dhns.reason"] = reason[:4000]
-        if value is not None and not math.isnan(value):
+        has_value = value is not None and not math.isnan(value)
+        if state == "PRUNED":
+            tags["dhns.pruned_epoch"] = epoch
+            tags["dhns.pruned_value"] = repr(float(value)) if has_value else None
+            shown = f" ({self.policy_metric} {value:.4f})" if has_value else ""
+            at = "" if epoch is None else f" at epoch {epoch}"
+            tags[DESCRIPTION_TAG] = f"Pruned{at}{shown}: {reason or 'the pruner stopped it'}"
+            tags["dhns.reason"] = reason
+        elif state in ("FAIL", "INTERRUPTED") and reason:
+            tags["dhns.fail_reason"] = reason
+            tags[DESCRIPTION_TAG] = f"{'Failed' if state == 'FAIL' else 'Interrupted'}: {reason}"
+        elif has_value:
             tags["dhns.value"] = repr(float(value))
         self.set_tags(tags)
         self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(state, "FAILED"))
+
+
+@dataclass
+class StudyDescription:
+    """What the experiment and every run of a study are told besides the study's name."""
+
+    text: str | None = None  # the space's description
+    params: Sequence[str] = ()  # the searched parameters, in the space's order
+    direction: str = "maximize"  # of the primary objective
+    objectives: Sequence[str] = ()  # labels of every objective when there are several
+    metric: str = "mrr_realistic_filtered"  # train.metric (its rank policy picks the lean metrics)
+    dataset: Any = None  # the dataset every trial uses (None: each trial loads its own)
+    device: str | None = None  # --device (None: the config's, auto)
+    metric_set: str = "lean"
+    extra_tags: dict[str, Any] = field(default_factory=dict)
 
 
 class MlflowBridge:
@@ -151,29 +317,14 @@ class MlflowBridge:
         self.study_name = study_name
         self.study_uid = study_uid
         self.artifact_root = Path(artifact_root).resolve() if artifact_root else artifact_root_for(tracking_uri)
-        for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "creating tables ..." chatter
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = make_client(self.tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.about = StudyDescription()
+        self._provenance: dict[str, str] | None = None
+        self._dataset: DatasetSummary | None = None
 
     # ------------------------------------------------------------------------------ study level
-    def _experiment(self) -> str:
-        exp = self.client.get_experiment_by_name(self.study_name)
-        if exp is None:
-            location = (self.artifact_root / self.study_name).as_uri()
-            try:
-                return self.client.create_experiment(
-                    self.study_name, artifact_location=location, tags={"dhns.study": self.study_name}
-                )
-            except MlflowException:  # created meanwhile by another process
-                exp = self.client.get_experiment_by_name(self.study_name)
-                if exp is None:
-                    raise
-        if exp.lifecycle_stage == LifecycleStage.DELETED:
-            self.client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-
     def _parents(self) -> list:
         flt = (
             f"tags.`dhns.study` = {_quote(self.study_name)} and tags.`dhns.role` = 'parent' "
@@ -182,26 +333,39 @@ class MlflowBridge:
         runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=100)
         return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
-    def start_study(self, tags: Mapping[str, Any] | None = None) -> str:
-        """Find (by tags) or create the parent run and mark it RUNNING; returns its id."""
-        self.experiment_id = self._experiment()
+    def provenance(self) -> dict[str, str]:
+        """The provenance tags of this study's runs (worked out once: git and the device name cost time)."""
+        if self._provenance is None:
+            self._provenance = run_provenance(self.about.device)
+            self._provenance["dhns.rank_policy"] = rank_policy(self.about.metric)
+        return self._provenance
+
+    def start_study(self, tags: Mapping[str, Any] | None = None, *, about: StudyDescription | None = None) -> str:
+        """Open the experiment (model training, described, with its saved views), find (by tags) or create
+        the parent run and mark it RUNNING; returns its id."""
+        self.about = about or StudyDescription()
+        if self.about.dataset is not None:
+            self._dataset = dataset_summary(self.about.dataset)
+        per_objective = list(objective_metrics(None, dict.fromkeys(self.about.objectives, 0.0)))
+        views = study_view_tags(self.about.params, direction=self.about.direction, extra_metrics=per_objective)
+        self.experiment_id = open_experiment(
+            self.client, self.study_name, artifact_location=(self.artifact_root / self.study_name).as_uri(),
+            description=self.about.text, tags={"dhns.study": self.study_name, **views})
         parents = self._parents()
         if not parents:
-            created = self.client.create_run(
-                self.experiment_id,
-                run_name=self.study_name,
-                tags={"dhns.study": self.study_name, "dhns.study_uid": self.study_uid, "dhns.role": "parent"},
-            )
+            created = start_run(
+                self.client, self.experiment_id, self.study_name, provenance=self.provenance(),
+                dataset=self._dataset,
+                tags={"dhns.study": self.study_name, "dhns.study_uid": self.study_uid, "dhns.role": "parent"})
             parents = self._parents()
             # two processes may have created a parent at the same moment: keep the oldest only
             for extra in parents[1:]:
-                if extra.info.run_id == created.info.run_id:
+                if extra.info.run_id == created:
                     self.client.delete_run(extra.info.run_id)
-            parents = parents[:1] or [created]
+            parents = parents[:1]
         self.parent_run_id = parents[0].info.run_id
         self.client.update_run(self.parent_run_id, status="RUNNING")
-        if tags:
-            self.client.log_batch(self.parent_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.set_parent_tags({**self.provenance(), **self.about.extra_tags, **(tags or {})})
         return self.parent_run_id
 
     def _require_parent(self) -> str:
@@ -239,10 +403,15 @@ class MlflowBridge:
         return fixed
 
     def log_parent_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        TrialRun(self.client, self._require_parent(), -1).log_metrics(metrics, step)
+        log_metrics(self.client, self._require_parent(), metrics, step)
 
     def set_parent_tags(self, tags: Mapping[str, Any]) -> None:
-        TrialRun(self.client, self._require_parent(), -1).set_tags(tags)
+        if tags:
+            self.client.log_batch(self._require_parent(), tags=_tags(tags))
+
+    def set_parent_description(self, markdown: str) -> None:
+        """The parent run's description (shown at the top of its page): the leaderboard."""
+        self.client.set_tag(self._require_parent(), DESCRIPTION_TAG, markdown)
 
     def log_parent_text(self, text: str, name: str) -> None:
         self.client.log_text(self._require_parent(), text, name)
@@ -259,11 +428,13 @@ class MlflowBridge:
         self.client.set_terminated(self._require_parent(), status=status)
 
     # ------------------------------------------------------------------------------ trial level
-    def start_trial(self, number: int, params: Mapping[str, str], tags: Mapping[str, Any] | None = None) -> TrialRun:
-        """Create the child run of trial ``number`` with the flattened configuration as params."""
+    def start_trial(self, number: int, params: Mapping[str, str], tags: Mapping[str, Any] | None = None, *,
+                    searched: Mapping[str, str] | None = None) -> TrialRun:
+        """Create the child run of trial ``number`` with its provenance and dataset.  ``params`` is the
+        flattened configuration; with ``searched`` (parameter name -> value as text) the searched parameters
+        come first and the rest goes under :data:`CONFIG_PREFIX` (:func:`ordered_params`)."""
         parent = self._require_parent()
         all_tags = {
-            "mlflow.parentRunId": parent,
             "dhns.study": self.study_name,
             "dhns.study_uid": self.study_uid,
             "dhns.role": "trial",
@@ -271,21 +442,14 @@ class MlflowBridge:
             "dhns.state": "RUNNING",
             **{k: str(v) for k, v in (tags or {}).items()},
         }
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}", tags=all_tags)
-        child = TrialRun(self.client, run.info.run_id, number)
+        run_id = start_run(self.client, self.experiment_id, f"trial-{number:04d}", tags=all_tags,
+                           provenance=self.provenance(), dataset=self._dataset, parent_run_id=parent)
+        child = TrialRun(self.client, run_id, number, policy_metric=self.about.metric,
+                         metric_set=self.about.metric_set)
         try:
-            child.log_params(params)
+            child.log_params(params if searched is None else
+                             ordered_params(searched, params, space=self.about.params))
         except BaseException:
             child.end("FAIL", reason="could not log the parameters")
             raise
         return child
-
-
-def ui_command(tracking_uri: str = DEFAULT_TRACKING_URI, *, port: int = DEFAULT_UI_PORT,
-               host: str = DEFAULT_UI_HOST) -> list[str]:
-    """The ``mlflow ui`` command line for the project's tracking store."""
-    path = sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
-        raise StudyError(f"no MLflow tracking store at {path}; run dhns-search run first")
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port)]

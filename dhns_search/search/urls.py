@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_STUDIES_DB",
     "DEFAULT_STUDIES_DIR",
     "DEFAULT_TRACKING_URI",
     "default_storage",
@@ -17,8 +18,10 @@ __all__ = [
     "sqlite_url",
 ]
 
-#: where ``dhns-search run`` keeps a study by default (one SQLite file per study)
+#: where ``dhns-search run`` keeps its studies by default: one SQLite file for all of them (optuna-dashboard
+#: shows them side by side); ``studies/<study>.db`` files of earlier versions are still read and continued
 DEFAULT_STUDIES_DIR = Path("studies")
+DEFAULT_STUDIES_DB = "studies.db"
 #: the MLflow store of ``dhns-search run`` and ``ui`` (artifacts under ``mlruns/artifacts``)
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
@@ -38,9 +41,12 @@ def sqlite_url(path: Path) -> str:
     return f"{_SQLITE}{path.as_posix()}"
 
 
-def default_storage(study: str, root: Path = DEFAULT_STUDIES_DIR) -> str:
-    """``sqlite:///studies/<study>.db`` (relative to the working directory)."""
-    return sqlite_url(root / f"{study}.db")
+def default_storage(study: str | None = None, root: Path = DEFAULT_STUDIES_DIR) -> str:
+    """``sqlite:///studies/studies.db`` (relative to the working directory), or the study's own file
+    ``studies/<study>.db`` where an earlier version made one."""
+    if study is not None and (root / f"{study}.db").is_file():
+        return sqlite_url(root / f"{study}.db")
+    return sqlite_url(root / DEFAULT_STUDIES_DB)
 
 
 def display_url(url: str) -> str:

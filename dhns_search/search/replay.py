@@ -1,0 +1,222 @@
+"""``dhns-search train`` in MLflow: final runs and replays of exported trials, next to the trials.
+
+A run is logged when ``--tracking-uri`` is given, or when the configuration is an export of a study
+(``provenance.study``; then into the default tracking store unless ``--tracking-uri`` says otherwise;
+``--tracking-uri none`` logs nothing):
+
+- the experiment is the study's (an export) or the config's name; a replay's runs carry the tags
+  ``dhns.role=replay``, ``dhns.state=REPLAY``, ``dhns.replay_of`` (the trial's MLflow run id),
+  ``dhns.study`` and ``dhns.trial_number``, and a description that says whether the trial's validation
+  value was reproduced;
+- one run per seed (params: the trial's searched parameters first when the trial's run is found, then
+  the configuration under ``zconfig.``; metrics: the trial's lean set per epoch, ``objective`` = the best
+  validation value, ``test_*`` of the configured rank policy; artifacts ``config.yaml``, ``result.json``),
+  and with ``--seeds N`` a summary run (the seed runs nested under it) with the means and standard
+  deviations over the seeds.
+
+The runs are written when training has finished (their start and end times are those of the training);
+the summary run is RUNNING meanwhile, and FAILED if training fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dhns_search.config.io import dump_yaml
+from dhns_search.config.models import RunConfig
+from dhns_search.search.run_metrics import RANK_BASES, rank_policy
+from dhns_search.search.space.encoding import flatten_config
+from dhns_search.search.urls import DEFAULT_TRACKING_URI
+
+__all__ = ["TrackedRuns", "tracking_target", "train_tracked"]
+
+
+@dataclass
+class TrackedRuns:
+    """Where the runs of one ``train`` went."""
+
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    run_ids: list[str] = field(default_factory=list)  # one per seed
+    summary_run_id: str | None = None
+    replay_of: str | None = None  # the trial's run id
+
+
+def tracking_target(cfg: RunConfig, tracking_uri: str | None) -> str | None:
+    """The tracking URI a ``train`` of ``cfg`` logs to, or None (see the module docstring)."""
+    if tracking_uri is not None:
+        return None if tracking_uri.strip().lower() in ("", "none") else tracking_uri
+    return DEFAULT_TRACKING_URI if (cfg.provenance or {}).get("study") else None
+
+
+def train_tracked(cfg: RunConfig, *, name: str, seeds: int = 1, out_dir: str | Path | None = None,
+                  tracking_uri: str | None = None) -> tuple[Any, TrackedRuns | None]:
+    """Train ``cfg`` with ``seeds`` seeds (:func:`dhns_search.training.runs.train_seeds`) and log the runs
+    to MLflow when :func:`tracking_target` says so; returns the seed summary and where the runs went."""
+    from dhns_search.data import load_from_config
+    from dhns_search.errors import warn
+    from dhns_search.training.runs import train_seeds
+
+    uri = tracking_target(cfg, tracking_uri)
+    dataset = load_from_config(cfg.data)
+    for message in dataset.warnings:
+        warn(message)
+    if uri is None:
+        return train_seeds(cfg, seeds=seeds, out_dir=out_dir, dataset=dataset), None
+    logger = _ReplayLogger(uri, cfg, name=name, seeds=seeds, dataset=dataset)
+    t0 = time.time()
+    try:
+        summary = train_seeds(cfg, seeds=seeds, out_dir=out_dir, dataset=dataset)
+    except BaseException:
+        logger.fail()
+        raise
+    logger.log(summary, started=t0)
+    return summary, logger.runs
+
+
+class _ReplayLogger:
+    """The MLflow side of :func:`train_tracked`."""
+
+    def __init__(self, uri: str, cfg: RunConfig, *, name: str, seeds: int, dataset: Any) -> None:
+        from dhns_search.search.provenance import run_provenance
+        from dhns_search.search.tracking import artifact_root_for, make_client, open_experiment
+
+        self.cfg, self.seeds, self.dataset = cfg, seeds, dataset
+        self.prov = dict(cfg.provenance or {})
+        self.client = make_client(uri)
+        experiment = str(self.prov.get("study") or name)
+        exp_id = open_experiment(self.client, experiment,
+                                 artifact_location=(artifact_root_for(uri) / experiment).as_uri())
+        self.runs = TrackedRuns(uri, experiment, exp_id)
+        self.trial_run = self._trial_run()
+        self.runs.replay_of = self.trial_run.info.run_id if self.trial_run is not None else None
+        self.provenance = run_provenance(cfg.device, source="dhns-search train")
+        if seeds > 1:
+            self.runs.summary_run_id = self._start(f"{self._stem}-{seeds}-seeds", "REPLAY" if self.replay else "TRAIN")
+
+    @property
+    def replay(self) -> bool:
+        return bool(self.prov.get("study"))
+
+    @property
+    def _stem(self) -> str:
+        return f"replay-trial-{int(self.prov['trial']):04d}" if self.replay and self.prov.get("trial") is not None \
+            else "train"
+
+    def _trial_run(self) -> Any:
+        """The MLflow run of the exported trial (by its id, else by its study and number), or None."""
+        if not self.replay:
+            return None
+        run_id = self.prov.get("mlflow_run_id")
+        if run_id:
+            with contextlib.suppress(Exception):  # another tracking store: look it up by its tags below
+                return self.client.get_run(str(run_id))
+        flt = (f"tags.`dhns.role` = 'trial' and tags.`dhns.trial_number` = '{self.prov.get('trial')}' "
+               f"and tags.`dhns.study` = '{self.prov.get('study')}'")
+        found = self.client.search_runs([self.runs.experiment_id], filter_string=flt, max_results=1)
+        return found[0] if found else None
+
+    def _tags(self, state: str) -> dict[str, Any]:
+        tags: dict[str, Any] = {"dhns.role": "replay" if self.replay else "train", "dhns.state": state,
+                                "dhns.rank_policy": rank_policy(self.cfg.train.metric)}
+        if self.replay:
+            tags.update({"dhns.study": self.prov.get("study"), "dhns.trial_number": self.prov.get("trial"),
+                         "dhns.replay_of": self.runs.replay_of})
+        return tags
+
+    def _start(self, run_name: str, state: str, *, parent: str | None = None, seed: int | None = None,
+               start_ms: int | None = None) -> str:
+        from dhns_search.search.tracking import start_run
+
+        tags = self._tags(state) | ({"dhns.seed": seed} if seed is not None else {})
+        run_id = start_run(self.client, self.runs.experiment_id, run_name, tags=tags, dataset=self.dataset,
+                           provenance=self.provenance, parent_run_id=parent, start_time_ms=start_ms)
+        self._log_params(run_id)
+        return run_id
+
+    def _log_params(self, run_id: str) -> None:
+        from dhns_search.search.tracking import log_params, ordered_params
+
+        config = flatten_config(self.cfg)
+        searched: dict[str, str] = {}
+        if self.trial_run is not None:
+            names = [n for n in self.trial_run.data.tags.get("dhns.sampled", "").split(",") if n]
+            searched = {n: self.trial_run.data.params[n] for n in names if n in self.trial_run.data.params}
+        log_params(self.client, run_id, ordered_params(searched, config))
+
+    def fail(self) -> None:
+        if self.runs.summary_run_id:
+            self.client.set_terminated(self.runs.summary_run_id, status="FAILED")
+
+    def log(self, summary: Any, *, started: float) -> None:
+        """One run per seed (nested under the summary run with several seeds), then the summary."""
+        at = started
+        for result in summary.results:
+            self.runs.run_ids.append(self._log_seed(result, int(at * 1000)))
+            at += result.seconds
+        if self.runs.summary_run_id:
+            self._log_summary(summary)
+
+    def _log_seed(self, result: Any, start_ms: int) -> str:
+        from dhns_search.search.tracking import DESCRIPTION_TAG, TrialRun
+
+        seed = result.config.seed
+        run_id = self._start(f"{self._stem}-seed-{seed}", "REPLAY" if self.replay else "TRAIN",
+                             parent=self.runs.summary_run_id, seed=seed, start_ms=start_ms)
+        run = TrialRun(self.client, run_id, -1, policy_metric=self.cfg.train.metric)
+        for record in result.history:
+            epoch = int(record["epoch"])
+            run.log_metrics({k: v for k, v in record.items() if k not in ("epoch", "valid", "test")}, step=epoch)
+            run.log_validation(record.get("valid", {}), step=epoch)
+        run.log_result(result.best_value, best_epoch=int(result.best_epoch),
+                       result={"best_epoch": result.best_epoch, "best_valid": result.best_valid,
+                               "test": result.test, "history": result.history})
+        run.log_metrics(self._test_metrics(result.test or {}) | {"train_seconds": result.seconds},
+                        step=int(result.best_epoch))
+        run.log_text(dump_yaml(result.config), "config.yaml")
+        run.set_tags({DESCRIPTION_TAG: self._verdict(result.best_value, seed)})
+        self.client.set_terminated(run_id, status="FINISHED", end_time=start_ms + int(result.seconds * 1000))
+        return run_id
+
+    def _test_metrics(self, test: dict[str, float]) -> dict[str, float]:
+        policy = rank_policy(self.cfg.train.metric)
+        return {f"test_{b}": float(test[f"{b}_{policy}_filtered"]) for b in RANK_BASES
+                if f"{b}_{policy}_filtered" in test}
+
+    def _verdict(self, value: float, seed: int) -> str:
+        metric = self.cfg.train.metric
+        if not self.replay:
+            return f"dhns-search train, seed {seed}: validation {metric} {value:.4f}"
+        expected = self.prov.get("valid_value")
+        what = f"Replay of trial {self.prov.get('trial')} of study {self.prov.get('study')}, seed {seed}: " \
+               f"validation {metric} {value:.6f}"
+        if isinstance(expected, (int, float)) and seed == self.cfg.seed:
+            same = "reproduced exactly" if float(expected) == value else f"differs by {value - float(expected):+.6f}"
+            what += f"; the trial had {float(expected):.6f} ({same})"
+        return what
+
+    def _log_summary(self, summary: Any) -> None:
+        from dhns_search.search.tracking import DESCRIPTION_TAG, log_metrics
+
+        run_id = self.runs.summary_run_id
+        assert run_id is not None
+        metric = self.cfg.train.metric
+        means = {"objective": summary.mean.get(f"valid/{metric}"), "objective_std": summary.std.get(f"valid/{metric}")}
+        for key, value in self._test_metrics({k[5:]: v for k, v in summary.mean.items() if k.startswith("test/")}
+                                             ).items():
+            means[key] = value
+            means[f"{key}_std"] = summary.std.get(f"test/{key[5:]}_{rank_policy(metric)}_filtered")
+        log_metrics(self.client, run_id, {k: v for k, v in means.items() if v is not None}, step=0)
+        self.client.log_text(run_id, json.dumps({"seeds": self.seeds, "mean": summary.mean, "std": summary.std},
+                                                indent=1), "summary.json")
+        text = f"{self.seeds} seeds from {self.cfg.seed}: validation {metric} {means['objective']:.4f} ± " \
+               f"{means['objective_std']:.4f}"
+        self.client.set_tag(run_id, DESCRIPTION_TAG, text + (f" (replays of trial {self.prov.get('trial')})"
+                                                             if self.replay else ""))
+        self.client.set_terminated(run_id, status="FINISHED")

@@ -1,0 +1,114 @@
+"""``dhns-search ui`` without a browser: ports, links, and stopping every process on Ctrl-C or SIGTERM.
+
+The server here is a stand-in (a tiny HTTP server that starts a worker process, as uvicorn does), so these
+tests take a second; ``tests/test_browser_ui.py`` runs the real MLflow UI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dhns_search.errors import ConfigError
+from dhns_search.search import ui_server
+from dhns_search.search.ui_server import StudyLink, choose_port, port_free, serve_ui
+from dhns_search.search.views import decode_view, runs_url, study_view_tags
+
+#: a stand-in for ``mlflow ui``: answers /health on argv[1], starts a worker, writes both pids to argv[2]
+FAKE_SERVER = textwrap.dedent("""
+    import http.server, subprocess, sys
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    with open(sys.argv[2], "w") as out:
+        out.write(f"{__import__('os').getpid()} {worker.pid}")
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+""")
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_taken_port_is_refused_or_replaced_by_a_free_one(monkeypatch):
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        assert not port_free("127.0.0.1", port)
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is taken"):
+            choose_port("127.0.0.1", port)  # asked for explicitly: refused
+        monkeypatch.setattr(ui_server, "DEFAULT_UI_PORT", port)
+        chosen, note = choose_port("127.0.0.1", None)  # the default: the next free one, and the user told
+        assert chosen > port and port_free("127.0.0.1", chosen)
+        assert note == f"port {port} is taken: using {chosen}"
+
+
+def test_the_cli_refuses_a_taken_port_with_exit_code_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dhns_search.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    with _listening_socket() as taken:
+        res = CliRunner().invoke(app, ["ui", "--port", str(taken.getsockname()[1])])
+    assert res.exit_code == 2 and "is taken" in res.output
+
+
+def test_links_open_the_model_training_runs_table_on_a_saved_view():
+    url = runs_url("http://127.0.0.1:5000", "7")
+    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+                   "&viewStateShareKey=dhns-leaderboard")
+    tags = study_view_tags(["train.lr"], direction="minimize", extra_metrics=["objective.mr"], now_ms=1)
+    name, state = decode_view(tags["mlflow.sharedViewState.dhns-leaderboard"])
+    assert name.startswith("leaderboard")
+    assert state["orderByAsc"] is True  # a minimised objective: smallest first
+    assert state["selectedColumns"][:3] == ["metrics.`objective`", "metrics.`objective.mr`", "params.`train.lr`"]
+    assert state["columnOrder"] == state["selectedColumns"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_every_process_the_ui_started(tmp_path, monkeypatch, sig):
+    pids = tmp_path / "pids"
+    monkeypatch.setattr(ui_server, "mlflow_ui_command",
+                        lambda uri, *, port, host: [sys.executable, "-c", FAKE_SERVER, str(port), str(pids)])
+    monkeypatch.setattr(ui_server, "study_links",
+                        lambda uri, base, study=None: [StudyLink("s", f"{base}/board", f"{base}/trials")])
+    said: list[str] = []
+    seen: dict[str, list[int]] = {}
+
+    def say(text: str) -> None:
+        said.append(text)
+        if text.endswith("/board"):  # the link is printed: the server is up
+            seen["pids"] = [int(p) for p in pids.read_text().split()]
+            os.kill(os.getpid(), sig)  # the user presses Ctrl-C (or a supervisor sends SIGTERM)
+
+    with _listening_socket() as probe:
+        port = probe.getsockname()[1]
+    assert serve_ui("sqlite:///unused.db", port=port, say=say) == 0
+    server, worker = seen["pids"]
+    assert not _alive(server) and not _alive(worker)
+    assert ui_server._session_members(server) == []
+    assert port_free("127.0.0.1", port)
+    assert f"  s  http://127.0.0.1:{port}/board" in said and said[-1] == "stopping the MLflow UI"
