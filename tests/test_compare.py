@@ -135,3 +135,40 @@ def test_ablation_files_are_validated():
     for name in ("mkg-y", "embedded"):
         spec = load_ablation(Path(__file__).resolve().parents[1] / "ablations" / f"{name}.yaml")
         assert {"uniform", "negatives", "diffusion", "both", "released"} == set(spec.arms)
+
+
+def test_a_comparison_in_mlflow_has_one_parent_and_one_child_per_arm_and_seed(compared, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    root, out, _ = compared
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for _ in range(2):  # all runs finished: logging only, and a second time adds nothing
+        result = CliRunner().invoke(app, ["compare", str(root / "tiny.yaml"), "--out", str(out), "--no-progress",
+                                          "--tracking-uri", uri])
+        assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("compare-tiny")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("dhns.role") == "comparison"]
+    children = [r for r in runs if r.data.tags.get("dhns.role") == "arm"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted((r.data.tags["dhns.arm"], r.data.tags["dhns.seed"]) for r in children) == [
+        ("diffusion", "3"), ("diffusion", "7"), ("uniform", "3"), ("uniform", "7")]
+    parent = parents[0]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"
+               for r in children)
+    child = next(r for r in children if r.data.tags["dhns.arm"] == "diffusion" and r.data.tags["dhns.seed"] == "7")
+    result_json = json.loads((out / "diffusion" / "seed-7" / "result.json").read_text())
+    assert child.data.metrics["final_test_mrr"] == pytest.approx(result_json["test"]["mrr_realistic_filtered"])
+    history = client.get_metric_history(child.info.run_id, "valid_mrr")
+    assert [m.step for m in history] == [1, 2]
+    params = list(child.data.params)
+    assert child.data.params["dhns.kgc_diffusion_weight"] == "1.0" and child.data.params["zconfig.seed"] == "7"
+    assert all(not p.startswith("zconfig.") for p in params if p in ("dhns.weight", "model.dim"))
+    assert child.inputs.dataset_inputs and child.inputs.dataset_inputs[0].dataset.name == "synthetic"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.md", "summary.json", "curves.png"} <= artifacts
+    summary = json.loads((out / "summary.json").read_text())
+    diff = summary["differences"]["diffusion"]["final/test/mrr_realistic_filtered"]["mean"]
+    assert parent.data.metrics["diffusion.diff_test_MRR"] == pytest.approx(diff)
+    assert "Paired differences" in parent.data.tags["mlflow.note.content"]

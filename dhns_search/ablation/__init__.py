@@ -3,7 +3,8 @@
 ``dhns-search compare FILE`` is :func:`run_ablation`.  The ablation file (:mod:`.spec`) names arms as
 overrides of one base configuration (a preset, a config or export file, or the best trial of a study);
 :mod:`.runner` trains every arm with every seed, resumably; :mod:`.stats` and :mod:`.report` turn the run
-folders into means over seeds, paired differences with 95% intervals, a Markdown table and a plot.
+folders into means over seeds, paired differences with 95% intervals, a Markdown table and a plot;
+:mod:`.tracking` logs the comparison to MLflow (one parent run, one child per arm and seed).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def run_ablation(
     seeds: int | None = None,
     arms: list[str] | None = None,
     progress: bool = True,
+    tracking_uri: str | None = None,
     command: str | None = None,
     stop: threading.Event | None = None,
     on_start: Callable[[RunRecord, bool], None] | None = None,
@@ -62,12 +64,21 @@ def run_ablation(
     name = path.stem
     comparison = prepare(spec, out if out is not None else DEFAULT_ROOT / name, name=name, overrides=overrides,
                          origin=path.parent, arms=arms, seeds=None if seeds is None else list(range(seeds)))
+    tracker = None
+    if tracking_uri is not None:
+        from dhns_search.ablation.tracking import ComparisonTracker
+
+        tracker = ComparisonTracker(tracking_uri, comparison)
 
     def on_end(comp: Comparison, record: RunRecord) -> None:
         write_reports(comp, command=command)
+        if tracker is not None:
+            tracker.log_run(record)
 
     try:
         run_comparison(comparison, progress=progress, stop=stop, on_start=on_start, on_end=on_end)
     finally:
         summary = write_reports(comparison, command=command)
+        if tracker is not None:
+            tracker.finish(summary)
     return summary

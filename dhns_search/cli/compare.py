@@ -22,6 +22,8 @@ def compare_command(
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds 0..N-1 instead of the file's.")] = None,
     arms: Annotated[str | None, typer.Option("--arms", help="Comma-separated subset of arms (the reference is always run).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override for every arm, e.g. model.dim=128.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", help="Log to MLflow: one parent run per comparison, one child per arm and seed.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the training progress bar.")] = True,
 ) -> None:
     """Train every arm of an ablation over the same seeds and report paired differences with 95% intervals.
@@ -49,7 +51,7 @@ def compare_command(
         summary = run_ablation(
             ablation, out=out, overrides=list(overrides or []), seeds=seeds,
             arms=None if arms is None else [a.strip() for a in arms.split(",") if a.strip()],
-            progress=progress, command=command, stop=stop, on_start=on_start)
+            progress=progress, tracking_uri=tracking_uri, command=command, stop=stop, on_start=on_start)
     except TrainingInterrupted as err:
         echo_err(f"[yellow]interrupted[/]: {err}; the reports hold what finished.\ncontinue with: {command}")
         raise typer.Exit(130) from None
