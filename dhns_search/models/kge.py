@@ -68,7 +68,7 @@ class KGEModel(nn.Module):
             init_range=self.init_range,
         )
         rel = torch.empty(num_relations, self.scorer.relation_width(model_cfg.dim))
-        if model_cfg.scorer == "rotate":
+        if self.scorer.phase_relations:
             rel.uniform_(-math.pi, math.pi)
         else:
             rel.uniform_(-self.init_range, self.init_range)
@@ -145,7 +145,7 @@ class KGEModel(nn.Module):
         if kind == "none":
             return self.relations.new_zeros(())
         tables = [self.entities.structural]
-        if self.config.scorer != "rotate":
+        if not self.scorer.phase_relations:
             tables.append(self.relations)
         power = 2 if kind == "l2" else 3
         return sum(t.abs().pow(power).sum() for t in tables)

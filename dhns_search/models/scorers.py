@@ -14,6 +14,12 @@ Then ``score(h, r, t) = s(C(h, r, "tail"), t) = s(C(t, r, "head"), h)``; the sec
 every scorer here (TransE exactly; RotatE because ``|r_i| = 1``; DistMult and ComplEx algebraically), so
 ranking all heads and ranking all tails is the same code: compose once, compare with every entity.
 
+What other modules need to know about a scorer is declared on its class, never tested by name:
+``distance`` (score = gamma - distance), ``complex_valued`` (entities in C^d, 2d reals),
+``phase_relations`` (relations are rotation phases: initialised in (-pi, pi), not regularised) and
+``generated_scoring`` (how DHNS scores generated vectors when ``dhns.scoring`` is ``auto``).  The registry's names are the config's
+``model.scorer`` choices (:data:`dhns_search.config.models.SCORER_NAMES`, torch-free).
+
 ========  ===============================  =====================  ==========================================
 scorer    score(h, r, t)                   compose tail / head    entity / relation widths (reals, d = dim)
 ========  ===============================  =====================  ==========================================
@@ -32,6 +38,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from dhns_search.config.models import SCORER_NAMES
 from dhns_search.errors import ConfigError
 
 Target = Literal["tail", "head"]
@@ -68,6 +75,12 @@ class Scorer(ABC):
     name: ClassVar[str]
     #: True when ``score = gamma - distance`` (TransE, RotatE); False for bilinear scorers
     distance: ClassVar[bool]
+    #: entities are complex vectors of d components laid out [re..., im...] (2d reals)
+    complex_valued: ClassVar[bool] = False
+    #: relations are d rotation phases in radians (not regularised; initialised uniform in (-pi, pi))
+    phase_relations: ClassVar[bool] = False
+    #: ``dhns.scoring: auto``: how generated vectors are scored (the released code's choice per scorer)
+    generated_scoring: ClassVar[Literal["average", "fused"]] = "fused"
 
     def __init__(self, *, gamma: float) -> None:
         gamma = float(gamma)
@@ -81,11 +94,11 @@ class Scorer(ABC):
     # ------------------------------------------------------------------ widths
     def entity_width(self, dim: int) -> int:
         """Reals per entity vector for model dimension ``dim``."""
-        return dim
+        return 2 * dim if self.complex_valued else dim
 
     def relation_width(self, dim: int) -> int:
-        """Reals per relation vector for model dimension ``dim``."""
-        return dim
+        """Reals per relation vector for model dimension ``dim`` (phases: one per complex component)."""
+        return 2 * dim if self.complex_valued and not self.phase_relations else dim
 
     # ------------------------------------------------------------------ the two primitives
     @abstractmethod
@@ -159,11 +172,10 @@ class RotatEScorer(Scorer):
 
     name = "rotate"
     distance = True
+    complex_valued = True
+    phase_relations = True
     #: bound on B * chunk * d elements of one intermediate in :meth:`similarity_all` (about 64 MiB in fp32)
     chunk_elements: ClassVar[int] = 1 << 24
-
-    def entity_width(self, dim: int) -> int:
-        return 2 * dim
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
@@ -214,6 +226,7 @@ class DistMultScorer(Scorer):
 
     name = "distmult"
     distance = False
+    generated_scoring = "average"  # the released DistMult averages the per-modality scores
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
@@ -236,12 +249,7 @@ class ComplExScorer(Scorer):
 
     name = "complex"
     distance = False
-
-    def entity_width(self, dim: int) -> int:
-        return 2 * dim
-
-    def relation_width(self, dim: int) -> int:
-        return 2 * dim
+    complex_valued = True
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
@@ -259,10 +267,12 @@ class ComplExScorer(Scorer):
         return q @ ent.transpose(0, 1)
 
 
-#: registry: config name -> scorer class
+#: registry: config name -> scorer class, in the order of the config's ``model.scorer`` choices
 SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls for cls in (TransEScorer, RotatEScorer, DistMultScorer, ComplExScorer)
 }
+if tuple(SCORERS) != SCORER_NAMES:  # one list of names: the config's choices are the registry's
+    raise ImportError(f"scorer registry {tuple(SCORERS)} differs from config SCORER_NAMES {SCORER_NAMES}")
 
 
 def make_scorer(name: str, *, gamma: float) -> Scorer:
