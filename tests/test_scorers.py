@@ -44,12 +44,13 @@ def test_config_choices_are_the_registry_and_properties_are_declared_on_the_clas
     from dhns_search.config.models import SCORER_NAMES, ScorerName
 
     assert get_args(ScorerName) == SCORER_NAMES == tuple(SCORERS)
-    props = {n: (c.distance, c.complex_valued, c.phase_relations, c.generated_scoring) for n, c in SCORERS.items()}
+    props = {n: (c.distance, c.complex_valued, c.phase_relations, c.supports_candidate_matmul, c.generated_scoring)
+             for n, c in SCORERS.items()}
     assert props == {
-        "transe": (True, False, False, "fused"),
-        "rotate": (True, True, True, "fused"),
-        "distmult": (False, False, False, "average"),
-        "complex": (False, True, False, "fused"),
+        "transe": (True, False, False, False, "fused"),
+        "rotate": (True, True, True, False, "fused"),
+        "distmult": (False, False, False, True, "average"),
+        "complex": (False, True, False, True, "fused"),
     }
 
 

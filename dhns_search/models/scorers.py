@@ -12,12 +12,16 @@ Each scorer is written as two pieces:
 
 Then ``score(h, r, t) = s(C(h, r, "tail"), t) = s(C(t, r, "head"), h)``; the second identity holds for
 every scorer here (TransE exactly; RotatE because ``|r_i| = 1``; DistMult and ComplEx algebraically), so
-ranking all heads and ranking all tails is the same code: compose once, compare with every entity.
+ranking all heads and ranking all tails is the same code: compose once, compare with every entity.  The
+same identity scores a positive's K corrupted negatives (:meth:`Scorer.score_candidates`): the query is
+composed once per positive, and a bilinear scorer scores the candidates as a sampled matrix product
+(:mod:`dhns_search.models.candidates`) instead of materialising ``[B, K, w]`` tensors.
 
 What other modules need to know about a scorer is declared on its class, never tested by name:
 ``distance`` (score = gamma - distance), ``complex_valued`` (entities in C^d, 2d reals),
-``phase_relations`` (relations are rotation phases: initialised in (-pi, pi), not regularised) and
-``generated_scoring`` (how DHNS scores generated vectors when ``dhns.scoring`` is ``auto``).  The registry's names are the config's
+``phase_relations`` (relations are rotation phases: initialised in (-pi, pi), not regularised),
+``supports_candidate_matmul`` (the similarity is a real dot product) and ``generated_scoring`` (how DHNS
+scores generated vectors when ``dhns.scoring`` is ``auto``).  The registry's names are the config's
 ``model.scorer`` choices (:data:`dhns_search.config.models.SCORER_NAMES`, torch-free).
 
 ========  ===============================  =====================  ==========================================
@@ -40,6 +44,7 @@ import torch
 
 from dhns_search.config.models import SCORER_NAMES
 from dhns_search.errors import ConfigError
+from dhns_search.models.candidates import sampled_dot
 
 Target = Literal["tail", "head"]
 
@@ -79,6 +84,8 @@ class Scorer(ABC):
     complex_valued: ClassVar[bool] = False
     #: relations are d rotation phases in radians (not regularised; initialised uniform in (-pi, pi))
     phase_relations: ClassVar[bool] = False
+    #: ``similarity(q, x)`` is the real dot product ``q . x``, so candidates score as a sampled matmul
+    supports_candidate_matmul: ClassVar[bool] = False
     #: ``dhns.scoring: auto``: how generated vectors are scored (the released code's choice per scorer)
     generated_scoring: ClassVar[Literal["average", "fused"]] = "fused"
 
@@ -121,6 +128,26 @@ class Scorer(ABC):
     @abstractmethod
     def similarity_all(self, q: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
         """q: [B, we] composed queries, ent: [N, we] every entity -> [B, N] scores (memory-efficient)."""
+
+    def score_candidates(
+        self, q: torch.Tensor, table: torch.Tensor, cand: torch.Tensor, query: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores of candidate entities against composed queries: ``s(q[query[b, k]], table[cand[b, k]])``.
+
+        Args:
+            q: [P, we] composed queries (:meth:`compose`).
+            table: [U, we] candidate entity vectors.
+            cand: [B, K] long rows of ``table``.
+            query: [B, K] long rows of ``q``; None means row ``b`` of ``cand`` answers ``q[b]`` (P == B).
+
+        Returns:
+            [B, K] scores.  Bilinear scorers compute them as a sampled matrix product
+            (:func:`~dhns_search.models.candidates.sampled_dot`); the others gather ``[B, K, we]``.
+        """
+        if self.supports_candidate_matmul:
+            return sampled_dot(q, table, cand, query)
+        x = table[cand]
+        return self.similarity(q.unsqueeze(1) if query is None else q[query], x)
 
     # ------------------------------------------------------------------ public scoring API
     def score(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -226,6 +253,7 @@ class DistMultScorer(Scorer):
 
     name = "distmult"
     distance = False
+    supports_candidate_matmul = True
     generated_scoring = "average"  # the released DistMult averages the per-modality scores
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
@@ -250,6 +278,7 @@ class ComplExScorer(Scorer):
     name = "complex"
     distance = False
     complex_valued = True
+    supports_candidate_matmul = True
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
