@@ -163,3 +163,21 @@ def test_training_curves_unchanged_within_float_tolerance(preset, synth_dataset)
         assert a.keys() == b.keys()
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), (key, a[key], b[key])
+
+
+def test_l3_penalty_has_autograds_value_and_gradient():
+    model = _model("complex", "none")
+    tables = (model.entities.structural, model.relations)
+    got = model.regularization("l3")
+    got.backward()
+    fast_grads = [t.grad.clone() for t in tables]
+    model.zero_grad(set_to_none=True)
+    want = sum(t.abs().pow(3).sum() for t in tables)
+    want.backward()
+    assert got.item() == want.item()
+    for g, t in zip(fast_grads, tables):
+        torch.testing.assert_close(g, t.grad, rtol=1e-12, atol=0)
+    from dhns_search.models.kge import _AbsCubeSum
+
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_AbsCubeSum.apply, (x,))
