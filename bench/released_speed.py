@@ -14,8 +14,9 @@ runs every variant over the same batches, in a rotated order):
 - ``released``: ``NegativeSampling_complex(AdvMixDistMult)`` forward, backward and Adam step, the batch in
   the layout of OpenKE's ``TrainDataLoader_complex`` (the known side and relation once, the corrupted side
   for the positive and its 64 negatives), as ``Trainer_dhns`` would hand it over;
-- ``ours, plain path``: ``KGEModel.candidate_scoring = False`` and autograd's L3 penalty, i.e. the step as it
-  was before candidate scoring (commit 2272abd);
+- ``ours, plain path``: ``KGEModel.candidate_scoring = False`` and autograd's L3 penalty: the step as it
+  was before candidate scoring (commit 2272abd), except that ``score_triples`` now finds distinct ids by
+  counting instead of sorting (which makes this row slightly faster than that commit was);
 - ``ours``: the step of ``training/kgc.py: KGCTerm`` (``score_batch``, ``regularization``).
 
 Negative sampling is timed separately: the released code samples in its C library (not built here), ours

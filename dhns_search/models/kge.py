@@ -147,7 +147,8 @@ class KGEModel(nn.Module):
         h, r, t = pos.unbind(-1)
         cand = torch.where(heads, neg[..., 0], neg[..., 2])
         table, slots = self._embed_once(torch.cat((h, t, cand.reshape(-1))))
-        e_h, e_t, rel = table[slots[:b]], table[slots[b : 2 * b]], self.relations[r]
+        known = table[slots[: 2 * b]]  # one gather (one table-sized gradient buffer) for heads and tails
+        e_h, e_t, rel = known[:b], known[b:], self.relations[r]
         cand = slots[2 * b :].view_as(cand)
         any_head, all_head = bool(heads.any()), bool(heads.all())
         q_tail = None if all_head else scorer.compose(e_h, rel, "tail")
@@ -160,10 +161,6 @@ class KGEModel(nn.Module):
         q = torch.stack((q_tail, q_head), dim=1).flatten(0, 1)  # [2B, we]: row 2b tail query, 2b + 1 head
         query = 2 * torch.arange(b, device=pos.device).unsqueeze(1) + heads.long()
         return pos_score, scorer.score_candidates(q, table, cand, query)
-
-    def score_negatives(self, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """pos: [B, 3] positives, neg: [B, K, 3] their corrupted triples -> [B, K] scores (:meth:`score_batch`)."""
-        return self.score_batch(pos, neg)[1]
 
     def _embed_once(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids: [m] entity ids -> (table [U, we] of entity vectors, slots [m]: row of each id in the table).
