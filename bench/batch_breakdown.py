@@ -75,8 +75,8 @@ def main() -> None:
     def plain_step():
         model.zero_grad(set_to_none=True)
         neg = sampler.sample(batch, 0, rng)
-        pos = model.score_triples(batch[:, 0], batch[:, 1], batch[:, 2])
-        loss = kgc_loss(pos, model.score_triples(neg[..., 0], neg[..., 1], neg[..., 2]), cfg.loss)
+        pos, neg_score = model.score_batch(batch, neg)
+        loss = kgc_loss(pos, neg_score, cfg.loss)
         (loss + cfg.loss.reg_weight * regularization_loss(model, cfg.loss)).backward()
 
     def generator_update():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -48,6 +49,24 @@ def machine_info() -> str:
     )
 
 
+def cpu_flags() -> str:
+    """The vector-instruction flags of this CPU (avx*, fma, amx*), from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                keep = sorted(f for f in flags if f.startswith(("avx", "amx")) or f == "fma")
+                return " ".join(keep) or "no avx"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as text."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def command_line() -> str:
     rel = Path(sys.argv[0]).resolve()
     try:
@@ -57,19 +76,39 @@ def command_line() -> str:
     return " ".join([".venv/bin/python", str(rel), *map(shlex.quote, sys.argv[1:])])
 
 
+CURRENT, HISTORY = "## Current figures", "## History"
+
+
 def append_section(title: str, body: str, doc: Path = DOC) -> None:
-    """Append a dated section with machine info and the exact command to docs/benchmarks.md."""
-    doc.parent.mkdir(parents=True, exist_ok=True)
+    """Record a run in docs/benchmarks.md: a dated section with machine info and the exact command.
+
+    The section is appended to the history (never edited afterwards) and replaces the current section of
+    the same title (the benchmark's latest run) at the top of the file, or is added there.
+    """
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    text = (
-        f"\n## {title}\n\n"
+    section = (
+        f"### {title}\n\n"
         f"- measured: {stamp}\n- machine: {machine_info()}\n- command: `{command_line()}`\n\n{body.strip()}\n"
     )
-    if not doc.exists():
-        doc.write_text("# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section says how to rerun it.\n")
-    with doc.open("a", encoding="utf-8") as fh:
-        fh.write(text)
-    print(f"appended to {doc}")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text(encoding="utf-8") if doc.exists() else (
+        f"# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section says how to rerun it.\n\n"
+        f"{CURRENT}\n\n{HISTORY}\n")
+    if CURRENT not in text or HISTORY not in text:
+        raise SystemExit(f"{doc}: expected the headings {CURRENT!r} and {HISTORY!r}")
+    head, rest = text.split(CURRENT + "\n", 1)
+    current, history = rest.split(HISTORY + "\n", 1)
+    parts = re.split(r"(?m)^(?=### )", current)  # the text before the first section, then the sections
+    intro, sections = parts[0].strip(), [part.rstrip() + "\n" for part in parts[1:]]
+    titles = [part.split("\n", 1)[0][4:] for part in sections]
+    if title in titles:
+        sections[titles.index(title)] = section
+    else:
+        sections.append(section)
+    current = "\n" + (intro + "\n\n" if intro else "") + "\n".join(sections) + "\n"
+    history = (history.rstrip() + "\n\n" if history.strip() else "\n") + section
+    doc.write_text(head + CURRENT + "\n" + current + HISTORY + "\n" + history, encoding="utf-8")
+    print(f"recorded in {doc} (history and current figures)")
 
 
 RESULTS = REPO / "docs" / "results.md"

@@ -168,3 +168,16 @@ def test_factory_builds_what_the_config_says():
     assert isinstance(b, BernoulliSampler) and b.head_probabilities.shape == (R,)
     with pytest.raises(ConfigError, match="unknown mode 'both'"):
         UniformSampler(num_entities=N, num_relations=R, num_negatives=2, corrupt="both")
+
+
+def test_filter_keys_are_the_keys_of_the_assembled_triples():
+    """The filter looks negatives up by key without assembling them: the same keys as triple_keys."""
+    from dhns_search.training.negatives import triple_keys
+
+    s = _sampler("mixed", k=16, filtered=True, train=_train())
+    batch = _train(30, seed=1)
+    g = _gen(2)
+    heads = s._corrupt_heads(batch, 0, g)
+    ents = s.draw_entities(batch, heads, g)
+    want = triple_keys(s._assemble(batch, heads, ents), N, R)
+    assert torch.equal(s._corrupted_keys(batch, heads, ents), want)

@@ -38,6 +38,36 @@ def test_registry_names_widths_and_kinds():
     assert {n for n in ALL if make_scorer(n, gamma=1.0).distance} == {"transe", "rotate"}
 
 
+def test_config_choices_are_the_registry_and_properties_are_declared_on_the_classes():
+    from typing import get_args
+
+    from dhns_search.config.models import SCORER_NAMES, ScorerName
+
+    assert get_args(ScorerName) == SCORER_NAMES == tuple(SCORERS)
+    props = {n: (c.distance, c.complex_valued, c.phase_relations, c.supports_candidate_matmul, c.generated_scoring)
+             for n, c in SCORERS.items()}
+    assert props == {
+        "transe": (True, False, False, False, "fused"),
+        "rotate": (True, True, True, False, "fused"),
+        "distmult": (False, False, False, True, "average"),
+        "complex": (False, True, False, True, "fused"),
+    }
+
+
+def test_no_module_tests_a_scorer_by_name():
+    """Scorer-specific behaviour lives on the scorer classes (issue 9): no name comparisons elsewhere."""
+    import re
+    from pathlib import Path
+
+    import dhns_search
+
+    root = Path(dhns_search.__file__).parent
+    pattern = re.compile(r"""scorer\s*(==|!=|in)\s*[("']|== *["'](transe|rotate|distmult|complex)["']""")
+    hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py") if p.name != "scorers.py"
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
+
+
 def test_unknown_scorer_and_bad_target_are_clear_errors():
     with pytest.raises(ConfigError, match="unknown scorer 'trans_e'"):
         make_scorer("trans_e", gamma=1.0)

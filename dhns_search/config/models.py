@@ -15,9 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ScorerName = Literal["transe", "rotate", "distmult", "complex"]
-DISTANCE_SCORERS = ("transe", "rotate")
-BILINEAR_SCORERS = ("distmult", "complex")
+#: the scorer registry's names (``dhns_search.models.scorers.SCORERS`` checks it has exactly these, in this
+#: order); declared here, torch-free, so the command line and the search spaces read them without torch.
+#: What distinguishes the scorers (distance or bilinear, phases, complex) is declared on their classes.
+SCORER_NAMES = ("transe", "rotate", "distmult", "complex")
+ScorerName = Literal[SCORER_NAMES]  # type: ignore[valid-type]  # Literal[("a", "b")] == Literal["a", "b"]
 #: The three semantic spaces of DHNS.  ``structural`` is the learned embedding table; the other
 #: names refer to feature tables of the dataset (any named table can be used).
 STRUCTURAL = "structural"

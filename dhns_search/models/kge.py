@@ -21,6 +21,7 @@ from torch import nn
 
 from dhns_search.config.models import ModelConfig
 from dhns_search.errors import ConfigError
+from dhns_search.models.candidates import unique_ids
 from dhns_search.models.entities import FeatureSource, MultimodalEntities
 from dhns_search.models.scorers import make_scorer
 
@@ -42,6 +43,10 @@ class KGEModel(nn.Module):
         model_cfg: scorer, dimension, gamma/epsilon (init range), fusion, feature mode, normalisation.
         features: modality name -> feature table (``values`` [N, fw], ``mask`` [N]); None or {} = structural only.
     """
+
+    #: score base negatives by composing the known side once (:meth:`score_batch`); False scores every
+    #: negative triple as :meth:`score_triples` does (the plain path, kept for tests and benchmarks)
+    candidate_scoring: bool = True
 
     def __init__(
         self,
@@ -68,7 +73,7 @@ class KGEModel(nn.Module):
             init_range=self.init_range,
         )
         rel = torch.empty(num_relations, self.scorer.relation_width(model_cfg.dim))
-        if model_cfg.scorer == "rotate":
+        if self.scorer.phase_relations:
             rel.uniform_(-math.pi, math.pi)
         else:
             rel.uniform_(-self.init_range, self.init_range)
@@ -110,12 +115,64 @@ class KGEModel(nn.Module):
 
         Each distinct entity is embedded (and fused) once, however often it occurs in ``h`` and ``t``.
         """
-        ids, inverse = torch.unique(torch.cat((h.reshape(-1), t.reshape(-1))), return_inverse=True)
+        ids, inverse = unique_ids(torch.cat((h.reshape(-1), t.reshape(-1))), self.num_entities)
         emb = self.entities(ids)
         n_h = h.numel()
         h_emb = emb[inverse[:n_h]].reshape(*h.shape, emb.shape[-1])
         t_emb = emb[inverse[n_h:]].reshape(*t.shape, emb.shape[-1])
         return self.scorer.score(h_emb, self.relations[r], t_emb)
+
+    def score_batch(self, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores of a batch of positives and of their corrupted triples, as ``score_triples`` gives them.
+
+        Args:
+            pos: [B, 3] positive (h, r, t) ids.
+            neg: [B, K, 3] corrupted triples: each keeps its positive's relation and one of its sides (what
+                the negative samplers return).
+
+        Returns:
+            (pos_scores [B], neg_scores [B, K]).
+
+        The known side is composed with the relation once per positive (both sides when a batch mixes
+        head and tail corruption) and the K candidates are scored against it by
+        :meth:`~dhns_search.models.scorers.Scorer.score_candidates`: a sampled matrix product for bilinear
+        scorers, a broadcast for the others.  Every entity of the batch is embedded once
+        (:meth:`_embed_once`).  Negatives that do not keep a side of their positive fall back to
+        :meth:`score_triples`.
+        """
+        heads = _corrupted_heads(pos, neg) if self.candidate_scoring else None
+        if heads is None:
+            return self.score_triples(*pos.unbind(-1)), self.score_triples(*neg.unbind(-1))
+        b, scorer = pos.shape[0], self.scorer
+        h, r, t = pos.unbind(-1)
+        cand = torch.where(heads, neg[..., 0], neg[..., 2])
+        table, slots = self._embed_once(torch.cat((h, t, cand.reshape(-1))))
+        known = table[slots[: 2 * b]]  # one gather (one table-sized gradient buffer) for heads and tails
+        e_h, e_t, rel = known[:b], known[b:], self.relations[r]
+        cand = slots[2 * b :].view_as(cand)
+        any_head, all_head = bool(heads.any()), bool(heads.all())
+        q_tail = None if all_head else scorer.compose(e_h, rel, "tail")
+        q_head = None if not any_head else scorer.compose(e_t, rel, "head")
+        if q_tail is None:  # a head-corrupted batch (alternate, head)
+            return scorer.similarity(q_head, e_h), scorer.score_candidates(q_head, table, cand)
+        pos_score = scorer.similarity(q_tail, e_t)
+        if q_head is None:  # a tail-corrupted batch (alternate, tail)
+            return pos_score, scorer.score_candidates(q_tail, table, cand)
+        q = torch.stack((q_tail, q_head), dim=1).flatten(0, 1)  # [2B, we]: row 2b tail query, 2b + 1 head
+        query = 2 * torch.arange(b, device=pos.device).unsqueeze(1) + heads.long()
+        return pos_score, scorer.score_candidates(q, table, cand, query)
+
+    def _embed_once(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids: [m] entity ids -> (table [U, we] of entity vectors, slots [m]: row of each id in the table).
+
+        When most entities occur (at least half), the table is every entity's fused vector: with fusion
+        ``none`` that is the structural parameter itself, so neither a gather nor an index-put backward over
+        ``[U, we]`` is needed.  Otherwise only the distinct ids are embedded (and fused).
+        """
+        distinct, slots = unique_ids(ids, self.num_entities)
+        if 2 * distinct.numel() >= self.num_entities:
+            return self.entities.all_fused(), ids
+        return self.entities(distinct), slots
 
     def score_tails(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """h: [B] head ids, r: [B] relation ids -> [B, N] scores of (h, r, e) for every entity e."""
@@ -145,10 +202,39 @@ class KGEModel(nn.Module):
         if kind == "none":
             return self.relations.new_zeros(())
         tables = [self.entities.structural]
-        if self.config.scorer != "rotate":
+        if not self.scorer.phase_relations:
             tables.append(self.relations)
-        power = 2 if kind == "l2" else 3
-        return sum(t.abs().pow(power).sum() for t in tables)
+        if kind == "l2":
+            return sum(t.square().sum() for t in tables)
+        return sum(_AbsCubeSum.apply(t) for t in tables)
 
     def extra_repr(self) -> str:
         return f"scorer={self.scorer!r}, dim={self.dim}, num_relations={self.num_relations}"
+
+
+class _AbsCubeSum(torch.autograd.Function):
+    """``sum |x|^3`` with the gradient ``3 x |x|`` in two passes (autograd's abs-pow chain takes about six
+    passes and as many table-sized temporaries; this runs over the full entity table every step)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.abs().pow_(3).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return x.abs().mul_(x).mul_(3 * grad)
+
+
+def _corrupted_heads(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor | None:
+    """pos: [B, 3], neg: [B, K, 3] -> bool [B, K], True where the head is the corrupted side; None when some
+    negative changes the relation or both sides.  A negative equal to its positive counts as tail-corrupted
+    (both readings give the same score)."""
+    if neg.dim() != 3 or pos.dim() != 2 or neg.shape[0] != pos.shape[0] or neg.shape[-1] != 3:
+        raise ValueError(f"expected pos [B, 3] and neg [B, K, 3], got {tuple(pos.shape)} and {tuple(neg.shape)}")
+    same = neg == pos.unsqueeze(1)  # [B, K, 3]
+    heads = ~same[..., 0]
+    if not bool((same[..., 1] & (same[..., 0] | same[..., 2])).all()):
+        return None
+    return heads

@@ -12,7 +12,17 @@ Each scorer is written as two pieces:
 
 Then ``score(h, r, t) = s(C(h, r, "tail"), t) = s(C(t, r, "head"), h)``; the second identity holds for
 every scorer here (TransE exactly; RotatE because ``|r_i| = 1``; DistMult and ComplEx algebraically), so
-ranking all heads and ranking all tails is the same code: compose once, compare with every entity.
+ranking all heads and ranking all tails is the same code: compose once, compare with every entity.  The
+same identity scores a positive's K corrupted negatives (:meth:`Scorer.score_candidates`): the query is
+composed once per positive, and a bilinear scorer scores the candidates as a sampled matrix product
+(:mod:`dhns_search.models.candidates`) instead of materialising ``[B, K, w]`` tensors.
+
+What other modules need to know about a scorer is declared on its class, never tested by name:
+``distance`` (score = gamma - distance), ``complex_valued`` (entities in C^d, 2d reals),
+``phase_relations`` (relations are rotation phases: initialised in (-pi, pi), not regularised),
+``supports_candidate_matmul`` (the similarity is a real dot product) and ``generated_scoring`` (how DHNS
+scores generated vectors when ``dhns.scoring`` is ``auto``).  The registry's names are the config's
+``model.scorer`` choices (:data:`dhns_search.config.models.SCORER_NAMES`, torch-free).
 
 ========  ===============================  =====================  ==========================================
 scorer    score(h, r, t)                   compose tail / head    entity / relation widths (reals, d = dim)
@@ -32,7 +42,9 @@ from typing import ClassVar, Literal
 
 import torch
 
+from dhns_search.config.models import SCORER_NAMES
 from dhns_search.errors import ConfigError
+from dhns_search.models.candidates import sampled_dot
 
 Target = Literal["tail", "head"]
 
@@ -68,6 +80,14 @@ class Scorer(ABC):
     name: ClassVar[str]
     #: True when ``score = gamma - distance`` (TransE, RotatE); False for bilinear scorers
     distance: ClassVar[bool]
+    #: entities are complex vectors of d components laid out [re..., im...] (2d reals)
+    complex_valued: ClassVar[bool] = False
+    #: relations are d rotation phases in radians (not regularised; initialised uniform in (-pi, pi))
+    phase_relations: ClassVar[bool] = False
+    #: ``similarity(q, x)`` is the real dot product ``q . x``, so candidates score as a sampled matmul
+    supports_candidate_matmul: ClassVar[bool] = False
+    #: ``dhns.scoring: auto``: how generated vectors are scored (the released code's choice per scorer)
+    generated_scoring: ClassVar[Literal["average", "fused"]] = "fused"
 
     def __init__(self, *, gamma: float) -> None:
         gamma = float(gamma)
@@ -81,11 +101,11 @@ class Scorer(ABC):
     # ------------------------------------------------------------------ widths
     def entity_width(self, dim: int) -> int:
         """Reals per entity vector for model dimension ``dim``."""
-        return dim
+        return 2 * dim if self.complex_valued else dim
 
     def relation_width(self, dim: int) -> int:
-        """Reals per relation vector for model dimension ``dim``."""
-        return dim
+        """Reals per relation vector for model dimension ``dim`` (phases: one per complex component)."""
+        return 2 * dim if self.complex_valued and not self.phase_relations else dim
 
     # ------------------------------------------------------------------ the two primitives
     @abstractmethod
@@ -108,6 +128,26 @@ class Scorer(ABC):
     @abstractmethod
     def similarity_all(self, q: torch.Tensor, ent: torch.Tensor) -> torch.Tensor:
         """q: [B, we] composed queries, ent: [N, we] every entity -> [B, N] scores (memory-efficient)."""
+
+    def score_candidates(
+        self, q: torch.Tensor, table: torch.Tensor, cand: torch.Tensor, query: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores of candidate entities against composed queries: ``s(q[query[b, k]], table[cand[b, k]])``.
+
+        Args:
+            q: [P, we] composed queries (:meth:`compose`).
+            table: [U, we] candidate entity vectors.
+            cand: [B, K] long rows of ``table``.
+            query: [B, K] long rows of ``q``; None means row ``b`` of ``cand`` answers ``q[b]`` (P == B).
+
+        Returns:
+            [B, K] scores.  Bilinear scorers compute them as a sampled matrix product
+            (:func:`~dhns_search.models.candidates.sampled_dot`); the others gather ``[B, K, we]``.
+        """
+        if self.supports_candidate_matmul:
+            return sampled_dot(q, table, cand, query)
+        x = table[cand]
+        return self.similarity(q.unsqueeze(1) if query is None else q[query], x)
 
     # ------------------------------------------------------------------ public scoring API
     def score(self, h: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -159,11 +199,10 @@ class RotatEScorer(Scorer):
 
     name = "rotate"
     distance = True
+    complex_valued = True
+    phase_relations = True
     #: bound on B * chunk * d elements of one intermediate in :meth:`similarity_all` (about 64 MiB in fp32)
     chunk_elements: ClassVar[int] = 1 << 24
-
-    def entity_width(self, dim: int) -> int:
-        return 2 * dim
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
@@ -214,6 +253,8 @@ class DistMultScorer(Scorer):
 
     name = "distmult"
     distance = False
+    supports_candidate_matmul = True
+    generated_scoring = "average"  # the released DistMult averages the per-modality scores
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
@@ -236,12 +277,8 @@ class ComplExScorer(Scorer):
 
     name = "complex"
     distance = False
-
-    def entity_width(self, dim: int) -> int:
-        return 2 * dim
-
-    def relation_width(self, dim: int) -> int:
-        return 2 * dim
+    complex_valued = True
+    supports_candidate_matmul = True
 
     def compose(self, e: torch.Tensor, r: torch.Tensor, target: Target) -> torch.Tensor:
         _check_target(target)
@@ -259,10 +296,12 @@ class ComplExScorer(Scorer):
         return q @ ent.transpose(0, 1)
 
 
-#: registry: config name -> scorer class
+#: registry: config name -> scorer class, in the order of the config's ``model.scorer`` choices
 SCORERS: dict[str, type[Scorer]] = {
     cls.name: cls for cls in (TransEScorer, RotatEScorer, DistMultScorer, ComplExScorer)
 }
+if tuple(SCORERS) != SCORER_NAMES:  # one list of names: the config's choices are the registry's
+    raise ImportError(f"scorer registry {tuple(SCORERS)} differs from config SCORER_NAMES {SCORER_NAMES}")
 
 
 def make_scorer(name: str, *, gamma: float) -> Scorer:

@@ -101,7 +101,7 @@ class DHNS(nn.Module):
         self.kept = [self.generator.kept_steps(cfg.levels)[k] for k in self.active]
         scoring = cfg.scoring
         if scoring == "auto":  # the released code: DistMult averages per-modality scores, TransE/RotatE fuse
-            scoring = "average" if model_cfg.scorer == "distmult" else "fused"
+            scoring = model.scorer.generated_scoring
         if scoring == "fused" and model_cfg.fusion == "none" and "structural" not in self.modalities:
             raise ConfigError(
                 "dhns.scoring 'fused' with model.fusion 'none' scores only the structural generated vector, "

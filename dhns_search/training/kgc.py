@@ -30,8 +30,7 @@ class KGCTerm:
 
     def __call__(self, model: nn.Module, batch: torch.Tensor, at: BatchPosition) -> tuple[torch.Tensor, dict[str, float]]:
         neg = self.sampler.sample(batch.cpu(), at.global_batch, self.rng).to(batch.device)  # [B, K, 3]
-        pos_score = model.score_triples(batch[:, 0], batch[:, 1], batch[:, 2])
-        neg_score = model.score_triples(neg[..., 0], neg[..., 1], neg[..., 2])
+        pos_score, neg_score = model.score_batch(batch, neg)  # [B], [B, K]: the known side composed once
         loss = kgc_loss(pos_score, neg_score, self.cfg.loss)
         if self.cfg.loss.regularizer != "none" and self.cfg.loss.reg_weight > 0:
             loss = loss + self.cfg.loss.reg_weight * regularization_loss(model, self.cfg.loss)

@@ -191,10 +191,9 @@ class NegativeSampler(ABC):
         batch = batch.long().to(generator.device)
         heads = self._corrupt_heads(batch, batch_index, generator)
         ents = self.draw_entities(batch, heads, generator)
-        neg = self._assemble(batch, heads, ents)
         if self.filtered:
-            neg = self._filter(batch, heads, ents, neg, generator)
-        return neg.to(out_device)
+            return self._filter(batch, heads, ents, generator).to(out_device)
+        return self._assemble(batch, heads, ents).to(out_device)
 
     def _corrupt_heads(
         self, batch: torch.Tensor, batch_index: int, generator: torch.Generator
@@ -218,35 +217,51 @@ class NegativeSampler(ABC):
 
     def is_training_triple(self, triples: torch.Tensor) -> torch.Tensor:
         """triples: [..., 3] -> bool [...]; True for training triples (needs ``filtered`` / ``train``)."""
+        return self._is_training_key(triple_keys(triples, self.num_entities, self.num_relations))
+
+    def _is_training_key(self, keys: torch.Tensor) -> torch.Tensor:
+        """keys: [...] triple keys -> bool [...]; True for keys of training triples."""
         if self._keys is None:
             raise ValueError("is_training_triple needs a sampler built with filtered=True")
-        if self._keys.device != triples.device:
-            self._keys = self._keys.to(triples.device)
-        keys = triple_keys(triples, self.num_entities, self.num_relations)
+        if self._keys.device != keys.device:
+            self._keys = self._keys.to(keys.device)
         if self._keys.numel() == 0:
             return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
-        pos = torch.searchsorted(self._keys, keys).clamp_max(self._keys.numel() - 1)
+        pos = torch.searchsorted(self._keys, keys).clamp_max_(self._keys.numel() - 1)
         return self._keys[pos] == keys
 
+    def _corrupted_keys(self, batch: torch.Tensor, heads: torch.Tensor, ents: torch.Tensor) -> torch.Tensor:
+        """[B, 3] positives, bool [B, K] side, [B, K] entities -> [B, K] keys of the corrupted triples.
+
+        ``triple_keys`` of ``_assemble``'s triples without assembling them: ``e R N + (r N + t)`` for a head
+        ``e``, ``(h R + r) N + e`` for a tail ``e``.
+        """
+        n, r_count = self.num_entities, self.num_relations
+        h, r, t = batch.unbind(-1)
+        head_rest = (r * n + t).unsqueeze(1)
+        tail_base = ((h * r_count + r) * n).unsqueeze(1)
+        return torch.where(heads, ents * (r_count * n) + head_rest, ents + tail_base)
+
     def _filter(
-        self,
-        batch: torch.Tensor,
-        heads: torch.Tensor,
-        ents: torch.Tensor,
-        neg: torch.Tensor,
-        generator: torch.Generator,
+        self, batch: torch.Tensor, heads: torch.Tensor, ents: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        # 1. vectorised re-draw rounds: fresh entities only where the negative is a training triple
-        bad = self.is_training_triple(neg)
+        """The [B, K, 3] corrupted triples, training triples re-drawn (module docstring)."""
+        # 1. vectorised re-draw rounds: fresh entities only where the negative is a training triple; the
+        #    lookups use the triples' keys, so the triples are assembled once, at the end
+        bad = self._is_training_key(self._corrupted_keys(batch, heads, ents))
         for _ in range(self.max_rounds):
             if not bool(bad.any()):
-                return neg
+                break
             ents = torch.where(bad, self.draw_entities(batch, heads, generator), ents)
-            neg = self._assemble(batch, heads, ents)
-            bad = self.is_training_triple(neg)
-        if not bool(bad.any()):
-            return neg
-        # 2. exact fallback for the few left: a uniform draw among all entities that are not true answers
+            bad = self._is_training_key(self._corrupted_keys(batch, heads, ents))
+        neg = self._assemble(batch, heads, ents)
+        if bool(bad.any()):
+            self._fallback(neg, heads, bad, generator)
+        return neg
+
+    def _fallback(self, neg: torch.Tensor, heads: torch.Tensor, bad: torch.Tensor, generator: torch.Generator) -> None:
+        """Replace, in place, the negatives of ``neg`` [B, K, 3] marked ``bad`` [B, K] (still training
+        triples after the rounds) by a uniform draw among the entities that give no training triple."""
         rows, cols = bad.nonzero(as_tuple=True)
         n = self.num_entities
         candidates = torch.arange(n, device=neg.device)
@@ -265,7 +280,6 @@ class NegativeSampler(ABC):
             has = ok.any(dim=1)  # rows whose entity is linked to every candidate keep their draw
             new = torch.where(has, choice, base.gather(1, side.view(-1, 1)).squeeze(1))
             neg[rr, cc, side] = new
-        return neg
 
 
 class UniformSampler(NegativeSampler):

@@ -1,0 +1,196 @@
+"""A plain training step (uniform negatives, no DHNS) of the released DHNS code against ours, interleaved.
+
+    .venv/bin/python bench/released_speed.py --released /path/to/DHNS [--threads 1] [--repeats 5]
+
+``--released`` is a checkout of the authors' code (github.com/ngl567/DHNS; never copied into this
+repository).  The script copies its ``mmkgc`` package into a temporary folder and patches the copy to run
+on the CPU (``bench/released_equivalence.py: cpu_copy``).  Setting (issue 13): MKG-Y, DistMult, dim 256,
+batch 2000, 64 filtered uniform negatives (tail- and head-corrupted batches alternating, as OpenKE's
+cross sampling does), self-adversarial sigmoid loss (alpha 0.5), L3 penalty 5e-6, Adam lr 0.002.
+
+Three steps are timed on the same batches and negatives, in one process, interleaved (each repetition
+runs every variant over the same batches, in a rotated order):
+
+- ``released``: ``NegativeSampling_complex(AdvMixDistMult)`` forward, backward and Adam step, the batch in
+  the layout of OpenKE's ``TrainDataLoader_complex`` (the known side and relation once, the corrupted side
+  for the positive and its 64 negatives), as ``Trainer_dhns`` would hand it over;
+- ``ours, plain path``: ``KGEModel.candidate_scoring = False`` and autograd's L3 penalty: the step as it
+  was before candidate scoring (commit 2272abd), except that ``score_triples`` now finds distinct ids by
+  counting instead of sorting (which makes this row slightly faster than that commit was);
+- ``ours``: the step of ``training/kgc.py: KGCTerm`` (``score_batch``, ``regularization``).
+
+Negative sampling is timed separately: the released code samples in its C library (not built here), ours
+in ``training/negatives.py``; the ratios of the steps exclude it on both sides, and one row adds ours.
+Wall time per step is the median over repetitions; user and system CPU time come from
+``resource.getrusage`` over the same calls.  Prints a table and, unless ``--no-write``, records it in
+``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BENCHMARKS, append_section, cpu_flags, load_average
+from released_equivalence import cpu_copy
+
+TITLE = "Plain training step: released code vs ours, {threads} torch thread(s) (bench/released_speed.py)"
+
+
+def released_step_fn(root: Path, args, ds):
+    """The released model, strategy and Adam; returns ``step(batch [B, 3], neg [B, K, 3], tail: bool)``."""
+    sys.path.insert(0, str(root))
+    from mmkgc.module.loss import SigmoidLoss
+    from mmkgc.module.model import AdvMixDistMult
+    from mmkgc.module.strategy import NegativeSampling_complex
+
+    torch.manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    img, text = (torch.randn(ds.num_entities, w, generator=g) for w in (383, 384))  # unused by the plain step
+    kgc = AdvMixDistMult(ent_tot=ds.num_entities, rel_tot=ds.num_relations, dim=args.dim, margin=200.0,
+                         epsilon=2.0, img_emb=img, text_emb=text)
+    strategy = NegativeSampling_complex(model=kgc, loss=SigmoidLoss(adv_temperature=0.5), batch_size=args.batch,
+                                        l3_regul_rate=5e-6)
+    opt = torch.optim.Adam(strategy.parameters(), lr=args.lr, weight_decay=0)  # Trainer_dhns.run, "adam"
+
+    def step(batch, neg, tail: bool):
+        h, r, t = batch.unbind(-1)
+        side = 2 if tail else 0
+        corrupted = torch.cat((batch[:, side], neg[..., side].t().reshape(-1)))  # positives, then negative k
+        data = ({"batch_h": h, "batch_t": corrupted, "batch_r": r, "mode": "tail_batch"} if tail else
+                {"batch_h": corrupted, "batch_t": t, "batch_r": r, "mode": "head_batch"})
+        opt.zero_grad()  # Trainer_dhns.train_one_step without the generator
+        loss, _ = strategy(data)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def our_step_fns(cfg, ds):
+    """Our model and Adam; returns (plain-path step, current step), each ``step(batch, neg, tail)``."""
+    from dhns_search.models import KGEModel
+    from dhns_search.training.losses import kgc_loss, regularization_loss
+
+    torch.manual_seed(cfg.seed)
+    model = KGEModel.from_config(cfg, ds)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    tables = (model.entities.structural, model.relations)
+
+    def make(fast: bool):
+        def step(batch, neg, tail: bool):
+            model.candidate_scoring = fast
+            opt.zero_grad(set_to_none=True)
+            pos, neg_score = model.score_batch(batch, neg)
+            penalty = regularization_loss(model, cfg.loss) if fast else sum(x.abs().pow(3).sum() for x in tables)
+            (kgc_loss(pos, neg_score, cfg.loss) + cfg.loss.reg_weight * penalty).backward()
+            opt.step()
+
+        return step
+
+    return make(False), make(True)
+
+
+def measure(fn, work) -> tuple[float, float, float]:
+    """(wall, user, system) seconds per call of ``fn(*w)`` over ``work``."""
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for w in work:
+        fn(*w)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    n = len(work)
+    return wall / n, (after.ru_utime - before.ru_utime) / n, (after.ru_stime - before.ru_stime) / n
+
+
+def interleaved(variants: dict, work, repeats: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Every variant over the same work, once to warm up, then ``repeats`` rounds in a rotated order."""
+    names = list(variants)
+    for name in names:
+        measure(variants[name], work[:2])
+    out: dict[str, list] = {name: [] for name in names}
+    for rep in range(repeats):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            out[name].append(measure(variants[name], work))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--released", type=Path, required=True, help="checkout of github.com/ngl567/DHNS")
+    ap.add_argument("--data", type=Path, default=BENCHMARKS / "MKG-Y")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--negatives", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--batches", type=int, default=4, help="distinct batches per round (tail and head alternate)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from dhns_search.config import load_config
+    from dhns_search.data import load_from_config
+    from dhns_search.training.negatives import make_negative_sampler
+
+    cfg = load_config(preset="paper-distmult-mkgy-uniform", overrides=[
+        f"data.path={args.data}", f"model.dim={args.dim}", f"train.batch_size={args.batch}",
+        f"negatives.num={args.negatives}", f"train.lr={args.lr}", f"seed={args.seed}", "device=cpu"])
+    ds = load_from_config(cfg.data)
+    sampler = make_negative_sampler(cfg.negatives, ds.train, ds.num_entities, ds.num_relations)
+    rng = torch.Generator().manual_seed(args.seed)
+    perm = torch.randperm(ds.train.shape[0], generator=rng)
+    batches = [ds.train[perm[i * args.batch : (i + 1) * args.batch]] for i in range(args.batches)]
+    work = [(b, sampler.sample(b, i, rng), i % 2 == 0) for i, b in enumerate(batches)]  # even: tail batch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        released = released_step_fn(cpu_copy(args.released, Path(tmp)), args, ds)
+        plain, ours = our_step_fns(cfg, ds)
+        sample = lambda b, neg, tail, i=iter(range(10**9)): sampler.sample(b, next(i), rng)
+        load_before = load_average()
+        runs = interleaved({"released": released, "ours, plain path": plain, "ours": ours,
+                            "our negative sampling": sample}, work, args.repeats)
+        load_after = load_average()
+    report(args, runs, load_before, load_after)
+
+
+def report(args, runs, load_before: str, load_after: str) -> None:
+    med = {name: [statistics.median(x[i] for x in rows) for i in range(3)] for name, rows in runs.items()}
+    rel = med["released"][0]
+    lines = [
+        f"{args.data.name}, DistMult, dim {args.dim}, batch {args.batch}, {args.negatives} filtered uniform "
+        f"negatives (tail and head batches alternating), self-adversarial loss, L3 5e-6, Adam; "
+        f"{torch.get_num_threads()} torch thread(s); {args.batches} batches per round, {args.repeats} interleaved "
+        f"rounds after a warm-up; median per step.",
+        f"CPU flags: {cpu_flags()}. Load average (1, 5, 15 min) before: {load_before}; after: {load_after} "
+        f"on {os.cpu_count()} cores (other processes share the machine).",
+        "",
+        "| step | wall s / batch | user CPU s | system CPU s | wall / released |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, (wall, user, system) in med.items():
+        lines.append(f"| {name} | {wall:.3f} | {user:.3f} | {system:.3f} | {wall / rel:.2f} |")
+    ours, plain, sample = med["ours"][0], med["ours, plain path"][0], med["our negative sampling"][0]
+    lines += ["", f"ours / released: {ours / rel:.2f}; ours with our sampling / released (sampling not timed on "
+              f"its side): {(ours + sample) / rel:.2f}; ours / our plain path: {ours / plain:.2f} "
+              f"({plain / ours:.1f}x faster).",
+              "Per round, wall s / batch: " + "; ".join(
+                  f"{name} " + ", ".join(f"{x[0]:.3f}" for x in rows) for name, rows in runs.items()) + "."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        append_section(TITLE.format(threads=torch.get_num_threads()), text)
+
+
+if __name__ == "__main__":
+    main()
