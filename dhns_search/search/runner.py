@@ -162,6 +162,8 @@ def run_study(
 def prepare(options: RunOptions) -> PreparedRun:
     """Validate everything, load the dataset, create or continue the study (see the module docstring)."""
     _check_options(options)
+    if options.tracking_uri not in (None, "", "none"):
+        prepare_tracking_uri(options.tracking_uri)  # before anything is written anywhere
     caps = options.caps()
     space = load_space(options.space, overrides=options.overrides)
     name = check_study_name(options.study or space.path.stem)  # type: ignore[union-attr]
