@@ -192,7 +192,8 @@ class LiveTable:
 
 class _QuietFailedTrials(logging.Filter):
     """Drop Optuna's traceback for trials that failed with :class:`TrialFailed` (an expected outcome
-    whose reason the live table and the ``fail_reason`` attribute already show)."""
+    whose reason the live table and the ``fail_reason`` attribute already show) or were stopped by a
+    second Ctrl-C (``KeyboardInterrupt``: the command says so in one line)."""
 
     _VALUE = re.compile(r"^Trial (\d+) failed with value")
     _PARAMS = re.compile(r"^Trial (\d+) failed with parameters")
@@ -203,7 +204,7 @@ class _QuietFailedTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt)):
             m = self._PARAMS.match(msg)
             if m:
                 self.quiet.add(m.group(1))

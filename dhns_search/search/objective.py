@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -53,7 +55,9 @@ from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import SearchSpace, flatten_config, suggest
 from dhns_search.search.space.encoding import format_value, short_values
 from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
+from dhns_search.search.trial_folder import INTERRUPTED, TrialFolder
 from dhns_search.training import StopTraining, train
+from dhns_search.training.loop import TrainingInterrupted
 
 if TYPE_CHECKING:
     from dhns_search.search.tracking import MlflowBridge, TrialRun
@@ -101,6 +105,7 @@ class TrialCallback:
         self.report = report
         self.progress = progress
         self.last_epoch = 0
+        self.first_epoch: int | None = None  # the first epoch this process trained (a resumed run: > 1)
         self.best: float | None = None
         self.last_value: float | None = None
         self.epoch_seconds: list[float] = []
@@ -112,6 +117,8 @@ class TrialCallback:
 
     def on_epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
         self.last_epoch = epoch
+        if self.first_epoch is None:
+            self.first_epoch = epoch
         secs = stats.get("epoch_seconds")
         if isinstance(secs, (int, float)) and math.isfinite(secs):
             self.epoch_seconds.append(float(secs))
@@ -141,6 +148,7 @@ class TrialCallback:
 class _Outcome:
     """How far one trial got; the ``finally`` of :meth:`Objective.__call__` ends its MLflow run with it."""
 
+    folder: TrialFolder
     state: str = "FAIL"
     value: float | None = None
     reason: str | None = None
@@ -178,6 +186,8 @@ class Objective:
         objectives: Sequence[ObjectiveSpec] | None = None,
         caps: Mapping[str, float] | None = None,
         progress: Progress | None = None,
+        work_dir: Path | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.space = space
         self.study_seed = study_seed
@@ -189,6 +199,8 @@ class Objective:
         self.objectives = list(objectives or [])
         self.caps = dict(caps or {})
         self.progress = progress
+        self.work_dir = work_dir
+        self.stop = stop
 
     def trial_mapping(self, sampled: dict[str, Any], seed: int) -> dict:
         """The trial's configuration as a plain mapping (not yet validated)."""
@@ -203,13 +215,14 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         t0 = time.perf_counter()
-        seed = trial_seed(self.study_seed, trial.number)
+        folder = TrialFolder.start(trial, self.work_dir, self.device)  # a retry continues its dead trial's
+        seed = folder.seed if folder.seed is not None else trial_seed(self.study_seed, trial.number)
         trial.set_user_attr("seed", seed)
         sampled = suggest(trial, self.space)
         trial_data.store(trial, "params", _jsonable(self.space.resolve(sampled)))
         data = self.trial_mapping(sampled, seed)
-        run = self._start_run(trial, sampled, data, seed)
-        out = _Outcome()
+        run = self._start_run(trial, sampled, data, seed, folder)
+        out = _Outcome(folder=folder)
         try:
             return self._train(trial, sampled, data, run, out)
         except StopTraining as stop:
@@ -222,6 +235,11 @@ class Objective:
             out.reason = err.reason
             self._record_failure(trial, run, out)
             raise
+        except TrainingInterrupted as err:  # Ctrl-C / SIGTERM: checkpointed, retried by the next run
+            out.state, out.reason = "INTERRUPTED", INTERRUPTED
+            trial.set_user_attr("interrupted_at", f"epoch {err.epoch}, batch {err.batch}")
+            self._record_failure(trial, run, out)
+            raise TrialFailed(INTERRUPTED) from None
         except BaseException as err:
             out.reason = f"{type(err).__name__}: {err}"
             if is_trial_failure(err):
@@ -235,16 +253,24 @@ class Objective:
             raise
         finally:
             trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
+            if out.callback is not None and out.callback.first_epoch is not None and folder.resume:
+                trial.set_user_attr("resumed_from_epoch", out.callback.first_epoch - 1)
             if run is not None:
                 run.end(out.state, value=out.value, reason=out.reason, epoch=out.last_epoch)
+            folder.finish(out.state)
 
-    def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int) -> TrialRun | None:
-        """The trial's MLflow child run, with the configuration as params (None when MLflow is off)."""
+    def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int,
+                   folder: TrialFolder) -> TrialRun | None:
+        """The trial's MLflow child run, with the configuration as params (None when MLflow is off).  A
+        retry first ends the dead trial's run (KILLED, tagged with the retry) if it is still RUNNING."""
         if self.bridge is None:
             return None
+        if folder.retry_of is not None:
+            self.bridge.close_retried(folder.retry_of, trial.number)
         # The same keys for every trial: the defaults filled in, even when validation fails later.
         flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
-        tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled)}
+        tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled), "dhns.device": folder.device,
+                "dhns.retry_of": folder.retry_of, "dhns.resumed": "true" if folder.resume else None}
         searched = {name: format_value(value) for name, value in sampled.items()}
         run = self.bridge.start_trial(trial.number, flat, tags, searched=searched)
         trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -263,7 +289,8 @@ class Objective:
         t_train = time.perf_counter()
         try:
             with memory:
-                result = self.trainer(cfg, dataset=self.dataset, callbacks=[out.callback])
+                result = self.trainer(cfg, dataset=self.dataset, callbacks=[out.callback],
+                                      **out.folder.trainer_kwargs(self.trainer, self.stop))
         finally:
             out.measures = {"train_seconds": time.perf_counter() - t_train,
                             "epoch_seconds": out.callback.mean_epoch_seconds,

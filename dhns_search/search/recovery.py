@@ -27,8 +27,16 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["BUDGET_STATES", "RetryFromCheckpoint", "budget_used", "retry_trial", "retried_numbers",
-           "running_elsewhere", "sweep_dead_workers", "this_worker"]
+__all__ = [
+    "BUDGET_STATES",
+    "RetryFromCheckpoint",
+    "budget_used",
+    "retried_numbers",
+    "retry_trial",
+    "running_elsewhere",
+    "sweep_dead_workers",
+    "this_worker",
+]
 
 #: user attributes a retry keeps from the trial it continues (the rest describe that trial's outcome)
 _KEPT_USER_ATTRS = ("seed", "enqueued_from")
@@ -95,13 +103,13 @@ def sweep_dead_workers(study: optuna.Study) -> list[int]:
         if not isinstance(worker, dict) or worker.get("host") != host or _alive(worker):
             continue
         storage = study._storage  # the storage API Optuna's own fail_stale_trials uses
-        try:
+        try:  # the reason first: a finished trial takes no more attributes
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                        f"its worker (process {worker.get('pid')} on {host}) died")
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                    f"its worker (process {worker.get('pid')} on {host}) died")
         retry_trial(study, storage.get_trial(trial._trial_id))
         swept.append(trial.number)
     return swept

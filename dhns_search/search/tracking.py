@@ -401,6 +401,17 @@ class MlflowBridge:
                 fixed += 1
         return fixed
 
+    def close_retried(self, number: int, retry: int) -> None:
+        """Trial ``number`` is continued by trial ``retry``: its run is tagged ``dhns.retried_by`` and, if
+        its process died with it RUNNING, ended KILLED."""
+        flt = (f"tags.`mlflow.parentRunId` = {_quote(self._require_parent())} "
+               f"and tags.`dhns.trial_number` = '{int(number)}'")
+        for run in self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10):
+            self.client.set_tag(run.info.run_id, "dhns.retried_by", str(retry))
+            if run.info.status == "RUNNING":
+                TrialRun(self.client, run.info.run_id, number).end(
+                    "INTERRUPTED", reason=f"its worker stopped; continued by trial {retry}")
+
     def log_parent_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         log_metrics(self.client, self._require_parent(), metrics, step)
 
