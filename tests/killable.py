@@ -34,7 +34,7 @@ def main() -> None:
 
 
 def _pause_first_trial(markers: Path, at: int, hold: bool) -> None:
-    import dhns_search.search.objective as objective
+    from dhns_search.search import objective
 
     real = objective.train
     state = {"trials": 0}

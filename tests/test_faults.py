@@ -228,7 +228,7 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_on_postgres_an
 def test_two_worker_processes_meet_the_budget_exactly_on_the_default_journal(tmp_path):
     args = ["run", "--space", str(_space(tmp_path)), "--workers", "2", "--n-trials", "5", "--sampler", "random",
             "--pruner", "none", "--tracking-uri", "none"]
-    done = subprocess.run([sys.executable, "-m", "dhns_search", *args], cwd=tmp_path, env=_env(),
+    done = subprocess.run([sys.executable, "-m", "dhns_search", *args], check=False, cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2 workers (auto, auto; 1 thread(s) each)" in done.stderr + done.stdout

@@ -16,9 +16,9 @@ import optuna
 import pytest
 import torch
 from fake_training import fake_run, write_space
-from services import require_postgres
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from services import require_postgres
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
