@@ -60,7 +60,7 @@ def test_importing_the_cli_loads_no_heavy_library_and_gives_every_command():
     assert seen["groups"] == ["data", "features", "spaces"]
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["status"], ["export"], ["ui"], ["train"], ["compare"], ["data", "synth"],
+@pytest.mark.parametrize("args", [[], ["run"], ["worker"], ["status"], ["export"], ["ui"], ["train"], ["compare"], ["data", "synth"],
                                   ["features", "text"], ["spaces", "show"]])
 def test_help_loads_no_heavy_library(args):
     t0 = time.perf_counter()

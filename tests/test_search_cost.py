@@ -155,8 +155,8 @@ def test_continuing_keeps_objectives_and_refuses_other_ones(tmp_path, space):
         run_study(opts(tmp_path, space, sampler="cmaes", n_trials=1, enqueue=[]), trainer=fake_train)
     study, _ = open_study("cost", opts(tmp_path, space).storage)
     assert len(study.trials) == 1  # none of the refused runs added a trial
-    # without --objective, a continued study keeps its own objectives
-    summary = run_study(opts(tmp_path, space, n_trials=1, enqueue=[], sampler="nsga2"), trainer=fake_train)
+    # without --objective, a continued study keeps its own objectives (--n-trials: the study's budget)
+    summary = run_study(opts(tmp_path, space, n_trials=2, enqueue=[], sampler="nsga2"), trainer=fake_train)
     study, _ = open_study("cost", opts(tmp_path, space).storage)
     assert summary.new_trials == [1] and len(study.trials[1].values) == 2
     # a single-objective study does not become a multi-objective one either

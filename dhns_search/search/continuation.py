@@ -3,7 +3,9 @@ are fixed when it is created, and a continued study must be given the same (or n
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import optuna
 
@@ -22,7 +24,8 @@ from dhns_search.search.targets import (
     study_objectives,
 )
 
-__all__ = ["create_or_continue", "joined_options", "space_changed", "study_notes"]
+__all__ = ["create_or_continue", "joined_options", "space_changed", "space_definition", "space_differences",
+           "study_notes"]
 
 
 def joined_options(options: RunOptions) -> RunOptions:
@@ -70,11 +73,60 @@ def create_or_continue(name: str, storage: optuna.storages.BaseStorage, options:
                              "attributes; use another --study name")
         seed = 0 if options.seed is None else options.seed
         for key, value in {"dhns.uid": uuid.uuid4().hex, "dhns.seed": seed, "dhns.space": str(space.path),
-                           "dhns.space_sha256": space.sha256, "dhns.metric": metric,
+                           "dhns.space_sha256": space.sha256, "dhns.space_def": space_definition(space),
+                           "dhns.metric": metric,
                            "dhns.objectives": specs_to_attr(chosen), "dhns.caps": dict(caps)}.items():
             study.set_user_attr(key, value)
         return study, seed, chosen, dict(caps)
+    _check_space(study, name, space)
     return study, *_check_continued(study, name, options.seed, metric, specs, caps)
+
+
+def space_definition(space: SearchSpace) -> dict[str, Any]:
+    """What defines a space's trials (recorded on the study): each parameter's spec, the fixed values and
+    the base (its description and comments may change freely)."""
+    return {"base": space.base_name, "fixed": _plain(space.fixed),
+            "params": {p.name: _plain(p.spec.model_dump(exclude={"description"}, exclude_none=True))
+                       for p in space.params}}
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def space_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Each difference between two :func:`space_definition` records, naming the parameter or key."""
+    out = []
+    before, after = old.get("params", {}), new.get("params", {})
+    for name in before:
+        if name not in after:
+            out.append(f"parameter {name} was removed")
+        elif before[name] != after[name]:
+            keys = sorted(set(before[name]) | set(after[name]))
+            changes = ", ".join(f"{k} {before[name].get(k)!r} -> {after[name].get(k)!r}" for k in keys
+                                if before[name].get(k) != after[name].get(k))
+            out.append(f"parameter {name}: {changes}")
+    out += [f"parameter {name} was added" for name in after if name not in before]
+    fixed_before, fixed_after = old.get("fixed", {}), new.get("fixed", {})
+    out += [f"fixed {k}: {fixed_before.get(k)!r} -> {fixed_after.get(k)!r}"
+            for k in sorted(set(fixed_before) | set(fixed_after)) if fixed_before.get(k) != fixed_after.get(k)]
+    if old.get("base") != new.get("base"):
+        out.append(f"base: {old.get('base')!r} -> {new.get('base')!r}")
+    return out
+
+
+def _check_space(study: optuna.Study, name: str, space: SearchSpace) -> None:
+    """A continued study runs the space it was created with: any change that alters trials is refused
+    before anything is written (studies made before this record was kept only get a note)."""
+    recorded = study.user_attrs.get("dhns.space_def")
+    if not isinstance(recorded, dict):
+        return
+    changes = space_differences(recorded, space_definition(space))
+    if changes:
+        raise StudyError(
+            f"study {name!r} was created with another search space ({study.user_attrs.get('dhns.space')}): "
+            + "; ".join(changes) + ". Continue it with the space it was created with, or start a new study "
+            "with --study NAME")
 
 
 def _check_continued(study: optuna.Study, name: str, seed: int | None, metric: str,
@@ -119,9 +171,10 @@ def study_notes(specs: list[ObjectiveSpec], caps: dict[str, float], sampler: str
 
 
 def space_changed(study: optuna.Study, name: str, space: SearchSpace) -> list[str]:
-    """A note when the study was created with another version of its space file."""
+    """A note when a study made before spaces were recorded was created with another version of its space
+    file (a recorded study refuses a changed space, :func:`create_or_continue`)."""
     attrs = study.user_attrs
-    if attrs.get("dhns.space_sha256", space.sha256) == space.sha256:
+    if "dhns.space_def" in attrs or attrs.get("dhns.space_sha256", space.sha256) == space.sha256:
         return []
     note = (f"study {name!r} was created with another version of its space ({attrs.get('dhns.space')}); "
             "earlier trials keep their own parameters")

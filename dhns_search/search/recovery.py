@@ -43,6 +43,8 @@ _KEPT_USER_ATTRS = ("seed", "enqueued_from")
 #: the states ``--n-trials`` counts (a failed trial that was retried counts once, through its retry)
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 WORKER_ATTR = "dhns.worker"
+#: times a trial whose worker died (or that was interrupted) is retried from its checkpoint
+MAX_RETRY = 3
 RUN_DIR_ATTR = "dhns.run_dir"
 
 
@@ -56,10 +58,13 @@ class RetryFromCheckpoint(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
+def retry_callback() -> RetryFromCheckpoint:
+    """The callback that queues a trial whose worker died again (the storages' heartbeat callback too)."""
+    return RetryFromCheckpoint(max_retry=MAX_RETRY, inherit_intermediate_values=True)
+
+
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue ``trial`` (failed: dead worker or interrupted) again; it resumes from its checkpoint."""
-    from dhns_search.search.storage import retry_callback
-
     retry_callback()(study, trial)
 
 

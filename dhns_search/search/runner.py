@@ -229,8 +229,6 @@ def _now() -> str:
 def prepare(options: RunOptions) -> PreparedRun:
     """Validate everything, load the dataset, create or continue the study (see the module docstring)."""
     _check_options(options)
-    if options.tracking_uri not in (None, "", "none"):
-        prepare_tracking_uri(options.tracking_uri)  # before anything is written anywhere
     caps = options.caps()
     space = load_space(options.space, overrides=options.overrides)
     name = check_study_name(options.study or space.path.stem)  # type: ignore[union-attr]
@@ -244,6 +242,8 @@ def prepare(options: RunOptions) -> PreparedRun:
     dataset = _load_dataset(space, options)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if options.tracking_uri not in (None, "", "none"):
+        prepare_tracking_uri(options.tracking_uri)  # checked before the study is written
     storage_url = options.storage or default_storage(name)
     lock = _one_writer(storage_url, name)
     try:

@@ -18,6 +18,7 @@ import optuna
 
 from dhns_search.errors import ConfigError, StudyError
 from dhns_search.search.locks import file_lock
+from dhns_search.search.recovery import retry_callback
 from dhns_search.search.urls import (
     DEFAULT_STUDIES_DIR,
     default_storage,
@@ -46,8 +47,6 @@ def check_study_name(name: str) -> str:
 #: :mod:`dhns_search.search.recovery`)
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
-#: times a trial whose worker died is retried (from its checkpoint)
-MAX_RETRY = 3
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -168,15 +167,6 @@ def _check_sqlite(url: str, path: Path, create: bool) -> None:
         listing = ", ".join(sorted(tables)[:6])
         raise StudyError(f"storage {shown}: {path} is a SQLite database but not an Optuna storage (its tables: "
                          f"{listing}); give another --storage path")
-
-
-def retry_callback() -> Any:
-    """Optuna's callback that queues a trial whose worker died again, with the same parameters and its
-    intermediate values (the retry resumes from the dead trial's checkpoint, see
-    :mod:`dhns_search.search.recovery`)."""
-    from dhns_search.search.recovery import RetryFromCheckpoint
-
-    return RetryFromCheckpoint(max_retry=MAX_RETRY, inherit_intermediate_values=True)
 
 
 def _local_stores(root: Path = DEFAULT_STUDIES_DIR) -> list[str]:

@@ -42,10 +42,11 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 def open_store(uri: str) -> str:
     """Check ``uri`` (see the module docstring) and create or migrate a SQLite store; returns ``uri``.
     Done once per process and URI."""
-    if uri in _checked:
+    path = sqlite_path(uri)
+    key = str(path.resolve()) if path is not None else uri  # a relative path depends on the working directory
+    if key in _checked:
         return uri
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
-    path = sqlite_path(uri)
     if path is not None:
         _check_sqlite(uri, path)
         with file_lock(path):  # one process creates or migrates the store; the others wait, then find it
@@ -56,7 +57,7 @@ def open_store(uri: str) -> str:
         _first_contact(uri)
     else:
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme or '(none)'!r}; {TRACKING_HELP}")
-    _checked.add(uri)
+    _checked.add(key)
     return uri
 
 
