@@ -54,10 +54,33 @@ def require_redis() -> str:
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def scratch_postgres_database(prefix: str = "dhns") -> Iterator[str]:
+    """A new PostgreSQL database on the test server (e.g. an MLflow server's backend), dropped afterwards;
+    yields its SQLAlchemy URL."""
+    import uuid
+
+    import psycopg
+
+    base = require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: URL -> process of each running :func:`mlflow_server` (a test may kill one to see the store fail)
+SERVERS: dict[str, subprocess.Popen] = {}
 
 
 @contextlib.contextmanager
@@ -68,7 +91,7 @@ def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
 
     port = free_port()
     backend = backend or f"sqlite:///{folder / 'server.db'}"
-    log = (folder / "mlflow-server.log").open("wb")
+    log = (folder / "mlflow-server.log").open("ab")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -84,8 +107,10 @@ def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not start: {(folder / 'mlflow-server.log').read_text()[-2000:]}")
             time.sleep(0.5)
+        SERVERS[url] = proc
         yield url
     finally:
+        SERVERS.pop(url, None)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -4,7 +4,8 @@
   FAIL ("interrupted") and queues it again; its MLflow run and the parent end KILLED; one line says how to
   continue, and that command resumes the trial from its checkpoint to the value an uninterrupted run gets;
 - a second Ctrl-C still leaves both stores consistent;
-- a worker killed with SIGKILL in the middle of a trial, on PostgreSQL with an MLflow server: the other
+- a worker killed with SIGKILL in the middle of a trial, on PostgreSQL with an MLflow server (itself on
+  PostgreSQL, as in the README's multi-machine example): the other
   workers retry the trial from its checkpoint and the study ends with exactly its budget;
 - ``run --workers 2`` on the default journal storage: the budget is met exactly, both workers ran trials.
 """
@@ -25,7 +26,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from services import mlflow_server, require_postgres
+from services import mlflow_server, require_postgres, scratch_postgres_database
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
@@ -188,7 +189,7 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_on_postgres_an
     name = f"kill-{uuid.uuid4().hex[:8]}"
     space = _space(tmp_path)
     try:
-        with mlflow_server(tmp_path) as server:
+        with scratch_postgres_database("mlflow") as backend, mlflow_server(tmp_path, backend) as server:
             first = _start(tmp_path, ["run", "--space", str(space), "--study", name, "--storage", pg,
                                       "--tracking-uri", server, "--n-trials", "5", "--sampler", "random",
                                       "--pruner", "none", "--no-live"])

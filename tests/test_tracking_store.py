@@ -102,3 +102,50 @@ def test_a_study_runs_through_an_mlflow_server(tmp_path, monkeypatch):
         assert {r.info.status for r in runs} == {"FINISHED"}
         parent = next(r for r in runs if r.data.tags["dhns.role"] == "parent")
         assert "leaderboard.csv" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+
+def test_a_server_that_dies_mid_study_stops_it_with_one_message_and_the_next_run_continues(tmp_path, monkeypatch):
+    """The server dies during trial 1: one message, exit code 2, the study consistent (trial 1 failed and
+    queued again, nothing RUNNING); with the server back, the same command finishes the study."""
+    import os
+    import signal
+
+    import optuna
+    from services import SERVERS
+
+    from dhns_search.search.storage import make_storage
+
+    monkeypatch.chdir(tmp_path)
+    backend = f"sqlite:///{tmp_path / 'server.db'}"
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    calls = []
+
+    def dying_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
+        calls.append(cfg.train.lr)
+        if len(calls) == 2:  # the server goes away in the middle of trial 1
+            os.killpg(SERVERS[url].pid, signal.SIGKILL)
+            SERVERS[url].wait()
+        return fake_train(cfg, dataset=dataset, callbacks=callbacks, run_dir=run_dir)
+
+    args = ["run", "--space", str(_space(tmp_path)), "--study", "dies", "-n", "3", "--sampler", "random",
+            "--pruner", "none", "--storage", storage, "--no-live"]
+    monkeypatch.setattr("dhns_search.search.objective.train", dying_train)
+    with mlflow_server(tmp_path, backend) as url:
+        result = runner.invoke(app, [*args, "--tracking-uri", url])
+    assert result.exit_code == 2, result.output
+    assert "error: the tracking store failed (MlflowException" in result.output
+    assert "during trial 1. The study is consistent" in result.output and "Traceback" not in result.output
+    study = optuna.load_study(study_name="dies", storage=make_storage(storage))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                               optuna.trial.TrialState.WAITING]
+
+    with mlflow_server(tmp_path, backend) as url:  # the store is back (another port, the same backend)
+        result = runner.invoke(app, [*args, "--tracking-uri", url])
+        assert result.exit_code == 0, result.output
+        study = optuna.load_study(study_name="dies", storage=make_storage(storage))
+        states = [t.state.name for t in study.trials]
+        assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+        client = MlflowClient(url)
+        runs = client.search_runs([client.get_experiment_by_name("dies").experiment_id])
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        assert next(r for r in runs if r.data.tags["dhns.role"] == "parent").info.status == "FINISHED"

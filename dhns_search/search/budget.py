@@ -25,7 +25,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dhns_search.errors import DhnsError
 from dhns_search.search.locks import budget_lock
+from dhns_search.search.objective import TRACKING_FAILED
 from dhns_search.search.recovery import budget_used, retried_numbers, retry_trial, sweep_dead_workers
 from dhns_search.search.trial_folder import INTERRUPTED
 
@@ -66,7 +68,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
             if not _one_trial(study, objective, done, storage_url, n_trials, engine, catch, callbacks):
                 done.reason = "budget met"
                 break
-    except KeyboardInterrupt:  # a second Ctrl-C: Optuna failed the trial; queue it again
+    except (KeyboardInterrupt, DhnsError):  # a second Ctrl-C, a failing store: queue the trial again
         _requeue_interrupted(study, done.trials[-1:])
         raise
     if done.interrupted:
@@ -99,6 +101,7 @@ def _requeue_interrupted(study: optuna.Study, numbers: Sequence[int]) -> None:
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     for t in trials:
-        if t.number in numbers and t.state == TrialState.FAIL and t.number not in retried and \
-                t.user_attrs.get("fail_reason") in (INTERRUPTED, "KeyboardInterrupt"):
+        reason = str(t.user_attrs.get("fail_reason", ""))
+        if t.number in numbers and t.state == TrialState.FAIL and t.number not in retried and (
+                reason in (INTERRUPTED, "KeyboardInterrupt") or reason.startswith(TRACKING_FAILED)):
             retry_trial(study, t)

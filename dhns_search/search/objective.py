@@ -48,7 +48,7 @@ import torch
 
 from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import DhnsError
+from dhns_search.errors import DhnsError, TrackingError
 from dhns_search.search import trial_data
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
@@ -62,7 +62,8 @@ from dhns_search.training.loop import TrainingInterrupted
 if TYPE_CHECKING:
     from dhns_search.search.tracking import MlflowBridge, TrialRun
 
-__all__ = ["Objective", "Progress", "TrialCallback", "TrialFailed", "is_trial_failure"]
+__all__ = ["TRACKING_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
+           "is_trial_failure"]
 
 #: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch)
 Progress = Callable[[int, int, "float | None"], None]
@@ -85,6 +86,29 @@ def is_trial_failure(err: BaseException) -> bool:
     if isinstance(err, (DhnsError, torch.cuda.OutOfMemoryError)):
         return True
     return type(err) is RuntimeError and any(text in str(err) for text in _CPU_OUT_OF_MEMORY)
+
+
+#: how the fail reason of a trial stopped by a failing tracking store begins (it is queued again)
+TRACKING_FAILED = "the tracking store failed"
+
+
+def is_tracking_failure(err: BaseException) -> bool:
+    """Whether ``err`` comes from the MLflow tracking store (an MLflow error, a failed HTTP request)."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
+    return isinstance(err, (MlflowException, RequestException))
+
+
+def tracking_reason(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"{TRACKING_FAILED} ({type(err).__name__}: {first})"
+
+
+def _tracking_error(number: int, err: BaseException) -> TrackingError:
+    return TrackingError(f"{tracking_reason(err)} during trial {number}. The study is consistent: trial {number} "
+                         "is failed and queued again (it resumes from its checkpoint); run the same command again "
+                         "once the store answers")
 
 
 class TrialCallback:
@@ -150,6 +174,7 @@ class _Outcome:
 
     folder: TrialFolder
     state: str = "FAIL"
+    store_failed: bool = False  # the tracking store failed during the trial
     value: float | None = None
     reason: str | None = None
     callback: TrialCallback | None = None
@@ -221,7 +246,13 @@ class Objective:
         sampled = suggest(trial, self.space)
         trial_data.store(trial, "params", _jsonable(self.space.resolve(sampled)))
         data = self.trial_mapping(sampled, seed)
-        run = self._start_run(trial, sampled, data, seed, folder)
+        try:
+            run = self._start_run(trial, sampled, data, seed, folder)
+        except Exception as err:
+            if not is_tracking_failure(err):
+                raise
+            trial.set_user_attr("fail_reason", tracking_reason(err))
+            raise _tracking_error(trial.number, err) from None
         out = _Outcome(folder=folder)
         try:
             return self._train(trial, sampled, data, run, out)
@@ -242,6 +273,10 @@ class Objective:
             raise TrialFailed(INTERRUPTED) from None
         except BaseException as err:
             out.reason = f"{type(err).__name__}: {err}"
+            if is_tracking_failure(err):  # the study stops; this trial is queued again (its checkpoint kept)
+                out.state, out.reason, out.store_failed = "INTERRUPTED", tracking_reason(err), True
+                trial.set_user_attr("fail_reason", out.reason)
+                raise _tracking_error(trial.number, err) from None
             if is_trial_failure(err):
                 self._record_failure(trial, run, out)
                 raise TrialFailed(out.reason) from err
@@ -255,9 +290,21 @@ class Objective:
             trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
             if out.callback is not None and out.callback.first_epoch is not None and folder.resume:
                 trial.set_user_attr("resumed_from_epoch", out.callback.first_epoch - 1)
-            if run is not None:
-                run.end(out.state, value=out.value, reason=out.reason, epoch=out.last_epoch)
             folder.finish(out.state)
+            if run is not None:
+                self._end_run(trial.number, run, out)
+
+    @staticmethod
+    def _end_run(number: int, run: TrialRun, out: _Outcome) -> None:
+        """End the trial's MLflow run; a store that fails here stops the study with one message (unless it
+        already failed during the trial: that message is on its way)."""
+        try:
+            run.end(out.state, value=out.value, reason=out.reason, epoch=out.last_epoch)
+        except Exception as err:
+            if not is_tracking_failure(err):
+                raise
+            if not out.store_failed:
+                raise _tracking_error(number, err) from None
 
     def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int,
                    folder: TrialFolder) -> TrialRun | None:

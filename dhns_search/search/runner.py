@@ -38,12 +38,12 @@ from rich.console import Console
 
 from dhns_search.config.io import read_preset, read_yaml
 from dhns_search.data import load_from_config
-from dhns_search.errors import ConfigError, StudyError, warn
+from dhns_search.errors import ConfigError, StudyError, TrackingError, warn
 from dhns_search.search.budget import WorkerRun, run_trials
 from dhns_search.search.continuation import create_or_continue, joined_options, space_changed, study_notes
 from dhns_search.search.locks import Timeout as LockTimeout
 from dhns_search.search.locks import file_lock
-from dhns_search.search.objective import Objective, TrialFailed
+from dhns_search.search.objective import Objective, TrialFailed, is_tracking_failure, tracking_reason
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.publish import publish_progress, publish_results
 from dhns_search.search.queries import best_trial, infeasible, pareto_front, primary_value, state_counts
@@ -206,6 +206,16 @@ def _finish(run: PreparedRun, bridge: MlflowBridge | None, status: str,
     budget is met, or every worker stopped) publishes the results and ends the parent."""
     if bridge is None:
         return ([], {}), True
+    try:
+        return _publish_end(run, bridge, status, done)
+    except Exception as err:
+        if not is_tracking_failure(err):
+            raise
+        return ([], {"artifacts": tracking_reason(err)}), False  # the next run catches up (reconcile)
+
+
+def _publish_end(run: PreparedRun, bridge: MlflowBridge, status: str,
+                 done: WorkerRun) -> tuple[tuple[list[str], dict[str, str]], bool]:
     study = run.study
     sweep_dead_workers(study)
     last = not running_elsewhere(study, done.trials)
@@ -417,8 +427,15 @@ def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None,
                           work_dir=run.work_dir, stop=stop)
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        if bridge is not None:
+        if bridge is None:
+            return
+        try:
             publish_progress(bridge, study, run.objectives, run.caps, step=trial.number)
+        except Exception as err:
+            if not is_tracking_failure(err):
+                raise
+            raise TrackingError(f"{tracking_reason(err)} after trial {trial.number}. The study is consistent "
+                                "(the trial is recorded); run the same command again once the store answers") from None
 
     callbacks = [after_trial] if monitor is None else [after_trial, monitor]
     watching = contextlib.nullcontext() if monitor is None else monitor.watch(run)
