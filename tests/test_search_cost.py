@@ -101,7 +101,8 @@ def test_multi_objective_study_front_picks_and_mlflow(tmp_path, space, monkeypat
     out = tmp_path / "exports"
     for pick, trial in [("knee", 1), ("best-mrr", 2), ("best-epoch_seconds", 0), ("fastest-within 0.05", 1),
                         ("fastest-within 0.01", 2), ("fastest-within 0.3", 0), (None, 1)]:
-        (path, cfg), = export_best("cost", storage=opts(tmp_path, space).storage, pick=pick, out=out / "x.yaml")
+        (path, cfg), = export_best("cost", storage=opts(tmp_path, space).storage, pick=pick, out=out / "x.yaml",
+                                     force=True)  # the same file each time
         assert cfg.provenance["trial"] == trial, pick
         assert cfg.provenance["pick"] == (pick or "knee")
         assert cfg.model.dim == TRIALS[trial]["model.dim"] and cfg.train.lr == TRIALS[trial]["train.lr"]

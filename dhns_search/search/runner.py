@@ -42,7 +42,7 @@ from dhns_search.errors import ConfigError, StudyError, TrackingError, warn
 from dhns_search.search.budget import WorkerRun, run_trials
 from dhns_search.search.continuation import create_or_continue, joined_options, space_changed, study_notes
 from dhns_search.search.locks import Timeout as LockTimeout
-from dhns_search.search.locks import file_lock
+from dhns_search.search.locks import budget_lock, file_lock
 from dhns_search.search.objective import Objective, TrialFailed, is_tracking_failure, tracking_reason
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.publish import publish_progress, publish_results
@@ -258,7 +258,8 @@ def prepare(options: RunOptions) -> PreparedRun:
     lock = _one_writer(storage_url, name)
     try:
         storage = make_storage(storage_url)
-        study, seed, specs, caps = create_or_continue(name, storage, options, space, metric, requested, caps)
+        with budget_lock(storage_url, name, engine=getattr(storage, "engine", None)):  # workers starting together
+            study, seed, specs, caps = create_or_continue(name, storage, options, space, metric, requested, caps)
         run = PreparedRun(name=name, space=space, study=study, storage_url=storage_url, seed=seed, metric=metric,
                           objectives=specs, caps=caps, pruner="none", dataset=dataset, enqueued=enqueued,
                           n_trials=_budget(study, options), notes=study_notes(specs, caps, options.sampler),
