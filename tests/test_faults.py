@@ -239,3 +239,37 @@ def test_two_worker_processes_meet_the_budget_exactly_on_the_default_journal(tmp
     assert len({t.system_attrs["dhns.worker"]["pid"] for t in study.trials}) == 2
     assert {t.user_attrs["device"] for t in study.trials} == {"cpu"}
     assert len({t.params["train.lr"] for t in study.trials}) == 5  # the workers' samplers differ
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_run_with_workers_stops_every_worker_cleanly_and_the_same_command_finishes(tmp_path):
+    """The signal reaches the parent only (as ``kill -INT``): it passes it on; one line, exit 130, no
+    trial left RUNNING; the same command then meets the budget exactly."""
+    import optuna
+
+    journal = tmp_path / "w.journal"
+    args = [sys.executable, "-m", "dhns_search", "run", "--space", str(_space(tmp_path)), "--workers", "2",
+            "--n-trials", "4", "--sampler", "random", "--pruner", "none", "--tracking-uri", "none",
+            "--storage", f"journal:{journal}", "--set", "train.epochs=30"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("studies/work/faults-*/trial-000*/checkpoint.pt")):  # a trial is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in err + out, err
+    assert _interrupted_line(err).startswith("interrupted; continue with: dhns-search run --study faults")
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted and all(t.user_attrs["fail_reason"] == "interrupted" for t in interrupted)
+    queued = sorted(t.system_attrs["failed_trial"] for t in study.trials if t.state == TrialState.WAITING)
+    assert queued == [t.number for t in interrupted]
+
+    done = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert budget_used(study) == 4 and {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.FAIL}
+    assert [t for t in study.trials if t.system_attrs.get("failed_trial") is not None
+            and t.state == TrialState.COMPLETE and t.user_attrs.get("resumed_from_epoch", 0) > 0]

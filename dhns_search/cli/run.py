@@ -125,6 +125,7 @@ def worker_command(
     threads: Annotated[int | None, typer.Option(
         "--threads", help="torch threads of this worker (default: torch's).", show_default=False)] = None,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table of trials.")] = True,
+    spawned: Annotated[bool, typer.Option("--spawned", hidden=True)] = False,  # started by run --workers
 ) -> None:
     """Join a study from this machine (the multi-machine mode): run its trials until its budget is met.
 
@@ -134,11 +135,12 @@ def worker_command(
     options = RunOptions(study=study, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout,
                          device=device, workers=workers, devices=devices, max_trials_per_worker=max_trials_per_worker,
                          work_dir=work_dir, threads=threads, join=True)
-    run_and_report(options, live=live, study_name=study)
+    run_and_report(options, live=live, study_name=study, report=not spawned)
 
 
-def run_and_report(options: RunOptions, *, live: bool, study_name: str) -> None:
-    """Run the study in this process or in worker processes; the summary, or the line that continues it."""
+def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: bool = True) -> None:
+    """Run the study in this process or in worker processes; the summary, or the line that continues it
+    (``report=False``, a worker that ``run --workers`` started: neither, its ``run`` says it)."""
     from dataclasses import replace
 
     from dhns_search.cli._signals import exit_code, stop_on_signals
@@ -158,10 +160,12 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str) -> None:
                 summary = run_study(one, console=console, monitor=LiveTable(console, enabled=live), stop=stop)
         except (StudyInterrupted, KeyboardInterrupt) as err:
             name = err.summary.study if isinstance(err, StudyInterrupted) else study_name
-            err_console.print(f"[yellow]interrupted[/]; continue with: {escape(continue_command(name))}",
-                              highlight=False, soft_wrap=True)
+            if report:
+                err_console.print(f"[yellow]interrupted[/]; continue with: {escape(continue_command(name))}",
+                                  highlight=False, soft_wrap=True)
             raise typer.Exit(exit_code(received)) from None
-    _print_summary(summary, explicit_storage=options.storage is not None)
+    if report:
+        _print_summary(summary, explicit_storage=options.storage is not None)
 
 
 def continue_command(study: str) -> str:

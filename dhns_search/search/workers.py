@@ -112,7 +112,7 @@ def worker_command(options: RunOptions, name: str, storage: str, device: str | N
     """The command line of one worker process."""
     cmd = [sys.executable, "-m", "dhns_search", "worker", "--study", name, "--storage", storage,
            "--tracking-uri", options.tracking_uri or "none", "--threads", str(threads),
-           "--work-dir", str(options.work_dir), "--no-live"]
+           "--work-dir", str(options.work_dir), "--no-live", "--spawned"]
     if device is not None:
         cmd += ["--device", device]
     if options.max_trials_per_worker is not None:
