@@ -196,6 +196,9 @@ def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_on_postgres_an
             _wait_for(tmp_path / "paused", first)  # worker 1 is in the middle of trial 0, checkpointed at epoch 2
             first.kill()
             first.communicate()
+            shown = runner.invoke(app, ["status", name, "--storage", pg])
+            assert shown.exit_code == 0 and "budget: 1 of 5 trials" in shown.output
+            assert "trial 0 is RUNNING but its worker (process" in shown.output
             joiners = [_start(tmp_path, ["worker", "--study", name, "--storage", pg, "--tracking-uri", server,
                                          "--no-live"], pause_at=None) for _ in range(2)]
             for p in joiners:

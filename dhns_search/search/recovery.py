@@ -50,11 +50,14 @@ RUN_DIR_ATTR = "dhns.run_dir"
 
 class RetryFromCheckpoint(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a stale trial (same parameters, intermediate values, system attributes: the run
-    folder with its checkpoint) without the user attributes that describe the dead trial's outcome."""
+    folder with its checkpoint) without the user attributes that describe the dead trial's outcome, nor
+    the dead trial's worker."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trial = copy.copy(trial)
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in _KEPT_USER_ATTRS}
+        # not the dead worker: until the retry's own worker records itself, no sweep may take it for dead
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != WORKER_ATTR}
         super().__call__(study, trial)
 
 
@@ -96,6 +99,18 @@ def _alive(worker: dict[str, Any]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def dead_workers(study: optuna.Study) -> list[tuple[int, str]]:
+    """``(trial, worker)`` of the RUNNING trials whose worker ran on this machine and is gone (what
+    :func:`sweep_dead_workers` would fail); nothing is changed."""
+    host = socket.gethostname()
+    out = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.system_attrs.get(WORKER_ATTR)
+        if isinstance(worker, dict) and worker.get("host") == host and not _alive(worker):
+            out.append((trial.number, f"process {worker.get('pid')} on {host}"))
+    return out
 
 
 def sweep_dead_workers(study: optuna.Study) -> list[int]:
