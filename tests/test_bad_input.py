@@ -142,3 +142,36 @@ def test_train_out_onto_a_run_folder_needs_force_and_resume_continues_it(tmp_pat
     result = runner.invoke(app, [*args, "--out", str(run_dir), "--force"])
     assert result.exit_code == 0, result.output
     _refused(runner.invoke(app, ["train", "--resume", str(tmp_path)]), "no config.yaml there")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--devices", "gpu0"], "--devices: 'gpu0' is not a device (cpu, cuda or cuda:N"),
+    (["--devices", "cpu*0"], "the number of workers after * must be a positive integer"),
+    (["--devices", "cuda:7"], "--devices cuda:7: this machine has"),
+    (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N (got 'tpu')"),
+    (["--workers", "0"], "--workers must be at least 1 (got 0)"),
+    (["--workers", "2", "--storage", "sqlite:///s.db"], "SQLite takes one writer, and several workers on it"),
+], ids=["not-a-device", "zero-slots", "no-such-gpu", "bad-device", "no-workers", "workers-on-sqlite"])
+def test_bad_worker_and_device_options_are_refused_before_anything_exists(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path)
+    _refused(runner.invoke(app, ["run", "--space", str(space), "--tracking-uri", "none", *args]), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_second_process_on_a_sqlite_study_is_refused_and_a_worker_needs_a_study(tmp_path, monkeypatch):
+    from dhns_search.search.locks import file_lock
+
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path)
+    db = tmp_path / "studies" / "studies.db"
+    held = file_lock(db, suffix=".bad.run", timeout=0)
+    held.acquire()  # another `run` of the study is going on
+    try:
+        _refused(runner.invoke(app, ["run", "--space", str(space), "--tracking-uri", "none", "-n", "1"]),
+                 "is being run by another process: SQLite takes one writer")
+    finally:
+        held.release()
+    assert not db.exists()
+    _refused(runner.invoke(app, ["worker", "--study", "bad", "--storage", f"journal:{tmp_path / 'w.journal'}"]),
+             "w.journal: no such journal file")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -339,8 +340,12 @@ def _check_options(options: RunOptions) -> None:
         raise ConfigError(f"--n-trials must be at least 1 (got {options.n_trials})")
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError(f"--timeout must be positive (got {options.timeout})")
-    if options.device is not None and options.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda (got {options.device!r})")
+    if options.device is not None and not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", options.device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {options.device!r})")
+    if options.device is not None and options.device.startswith("cuda"):
+        from dhns_search.training.loop import resolve_device
+
+        resolve_device(options.device)  # no GPU, or not that one: refused before a study exists
 
 
 def _check_measurable(specs: Sequence[ObjectiveSpec], caps: dict[str, float], device: str | None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from dhns_search.errors import DhnsError
 from dhns_search.search.recovery import RUN_DIR_ATTR, WORKER_ATTR, this_worker
 from dhns_search.training.checkpoint import CHECKPOINT
 
@@ -56,7 +57,10 @@ class TrialFolder:
             path = (work_dir / f"trial-{trial.number:04d}").resolve()
         else:
             path = None
-        shown = str(resolve_device(device or "auto"))
+        try:
+            shown = str(resolve_device(device or "auto"))
+        except DhnsError:  # the trainer reports it as the trial's failure
+            shown = device or "auto"
         folder = cls(path=path, device=shown, seed=frozen.user_attrs.get("seed") if history else None,
                      retry_of=int(history[-1]) if history else None,
                      resume=path is not None and (path / CHECKPOINT).is_file())
