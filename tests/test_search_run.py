@@ -394,8 +394,8 @@ def test_end_to_end_smoke_study_export_replays_exactly(tmp_path, monkeypatch):
     assert replay.best_value == cfg.provenance["valid_value"] == study.best_value
     assert replay.best_epoch == cfg.train.epochs and replay.test is not None
 
-    # running the same study again continues it
-    again = invoke("run", "--space", SPACES / "smoke.yaml", "--n-trials", "1", "--no-live")
+    # running the same study again continues it (--n-trials: the study's budget)
+    again = invoke("run", "--space", SPACES / "smoke.yaml", "--n-trials", "4", "--no-live")
     assert again.exit_code == 0, again.output
     study, _ = open_study("smoke")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
