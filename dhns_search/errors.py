@@ -31,6 +31,10 @@ class StudyError(DhnsError):
     """An unknown study, a study without completed trials, or a storage problem."""
 
 
+class TrackingError(DhnsError):
+    """An MLflow tracking store that cannot be used (unknown scheme, unwritable, unreachable)."""
+
+
 class DhnsWarning(UserWarning):
     """Something the user should know that does not stop the run (a dataset oddity, a precision fallback).
 

@@ -19,7 +19,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
 fi
 "$PY" -c "import torch" || { echo "torch could not be installed ($TORCH_SPEC)" >&2; exit 1; }
 echo "installing dhns-search and its extras"
-"$PY" -m pip install -q -e ".[dev,text,postgres]" 2>&1 | grep -v '^WARNING: Location' || true
+"$PY" -m pip install -q -e ".[dev,text,postgres,redis]" 2>&1 | grep -v '^WARNING: Location' || true
 "$PY" -c "import dhns_search, optuna, mlflow" || { echo "installation failed" >&2; exit 1; }
 
 # The browser check (tests/test_browser_ui.py) drives Debian's Chromium through Playwright; Playwright's

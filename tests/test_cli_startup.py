@@ -56,11 +56,11 @@ def test_importing_the_cli_loads_no_heavy_library_and_gives_every_command():
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["heavy"] == []
-    assert seen["commands"] == ["run", "status", "export", "ui", "train", "compare"]
+    assert seen["commands"] == ["run", "worker", "status", "export", "ui", "train", "compare"]
     assert seen["groups"] == ["data", "features", "spaces"]
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["status"], ["export"], ["ui"], ["train"], ["compare"], ["data", "synth"],
+@pytest.mark.parametrize("args", [[], ["run"], ["worker"], ["status"], ["export"], ["ui"], ["train"], ["compare"], ["data", "synth"],
                                   ["features", "text"], ["spaces", "show"]])
 def test_help_loads_no_heavy_library(args):
     t0 = time.perf_counter()
@@ -77,5 +77,5 @@ def test_python_m_dhns_search_help_lists_the_commands():
     done = _python("-m", "dhns_search", "--help")
     print(f"python -m dhns_search --help: {time.perf_counter() - t0:.2f} s")
     assert done.returncode == 0, done.stderr
-    for command in ("run", "status", "export", "ui", "train", "data", "features", "spaces"):
+    for command in ("run", "worker", "status", "export", "ui", "train", "data", "features", "spaces"):
         assert f" {command} " in done.stdout

@@ -78,9 +78,10 @@ def test_studies_share_one_file_and_an_earlier_per_study_file_is_continued(tmp_p
     # a study made by an earlier version, in its own file
     run_study(RunOptions(space=space, study="old", storage="sqlite:///studies/old.db", tracking_uri="none",
                          n_trials=1), trainer=fake_train)
-    for name in ("old", "new", "newer"):
-        run_study(RunOptions(space=space, study=name, tracking_uri="none", n_trials=1), trainer=fake_train)
-    assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == ["old.db", "studies.db"]
+    for name in ("old", "new", "newer"):  # old: continued to its budget of 2
+        run_study(RunOptions(space=space, study=name, tracking_uri="none", n_trials=2 if name == "old" else 1),
+                  trainer=fake_train)
+    assert sorted(p.name for p in (tmp_path / "studies").glob("*.db")) == ["old.db", "studies.db"]
     assert sorted(known_studies(None)) == [("new", "sqlite:///studies/studies.db"),
                                            ("newer", "sqlite:///studies/studies.db"),
                                            ("old", "sqlite:///studies/old.db")]

@@ -101,7 +101,8 @@ def test_multi_objective_study_front_picks_and_mlflow(tmp_path, space, monkeypat
     out = tmp_path / "exports"
     for pick, trial in [("knee", 1), ("best-mrr", 2), ("best-epoch_seconds", 0), ("fastest-within 0.05", 1),
                         ("fastest-within 0.01", 2), ("fastest-within 0.3", 0), (None, 1)]:
-        (path, cfg), = export_best("cost", storage=opts(tmp_path, space).storage, pick=pick, out=out / "x.yaml")
+        (path, cfg), = export_best("cost", storage=opts(tmp_path, space).storage, pick=pick, out=out / "x.yaml",
+                                     force=True)  # the same file each time
         assert cfg.provenance["trial"] == trial, pick
         assert cfg.provenance["pick"] == (pick or "knee")
         assert cfg.model.dim == TRIALS[trial]["model.dim"] and cfg.train.lr == TRIALS[trial]["train.lr"]
@@ -155,8 +156,8 @@ def test_continuing_keeps_objectives_and_refuses_other_ones(tmp_path, space):
         run_study(opts(tmp_path, space, sampler="cmaes", n_trials=1, enqueue=[]), trainer=fake_train)
     study, _ = open_study("cost", opts(tmp_path, space).storage)
     assert len(study.trials) == 1  # none of the refused runs added a trial
-    # without --objective, a continued study keeps its own objectives
-    summary = run_study(opts(tmp_path, space, n_trials=1, enqueue=[], sampler="nsga2"), trainer=fake_train)
+    # without --objective, a continued study keeps its own objectives (--n-trials: the study's budget)
+    summary = run_study(opts(tmp_path, space, n_trials=2, enqueue=[], sampler="nsga2"), trainer=fake_train)
     study, _ = open_study("cost", opts(tmp_path, space).storage)
     assert summary.new_trials == [1] and len(study.trials[1].values) == 2
     # a single-objective study does not become a multi-objective one either

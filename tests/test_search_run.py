@@ -18,6 +18,7 @@ import torch
 from fake_training import fake_run, write_space
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from services import require_postgres
 from typer.testing import CliRunner
 
 from dhns_search.cli import app
@@ -159,8 +160,11 @@ def test_trial_outcomes_are_recorded_and_the_study_goes_on(tmp_path, outcome_spa
     best_cfg = client.download_artifacts(summary.parent_run_id, "best_config.yaml", str(tmp_path))
     assert load_config(best_cfg).provenance["trial"] == 5
 
-    # continuing: same study name -> trial numbers go on, the parent is reused
-    again = run_study(options_for(tmp_path, outcome_space, tracking, n_trials=2), trainer=fake_train)
+    # continuing: --n-trials is the study's budget, already met; a larger one runs the difference, the trial
+    # numbers go on and the parent is reused
+    same = run_study(options_for(tmp_path, outcome_space, tracking, n_trials=6), trainer=fake_train)
+    assert same.new_trials == [] and same.n_trials == 6 and same.stopped == "budget met"
+    again = run_study(options_for(tmp_path, outcome_space, tracking, n_trials=8), trainer=fake_train)
     assert again.new_trials == [6, 7] and again.n_trials == 8
     assert again.parent_run_id == summary.parent_run_id
     runs = client.search_runs([exp.experiment_id])
@@ -240,7 +244,7 @@ def test_seed_is_fixed_when_the_study_is_created(tmp_path, outcome_space):
     with pytest.raises(StudyError, match="created with --seed 7"):
         run_study(options_for(tmp_path, outcome_space, "none", study="seeded", n_trials=1, seed=8),
                   trainer=fake_train)
-    summary = run_study(options_for(tmp_path, outcome_space, "none", study="seeded", n_trials=1),
+    summary = run_study(options_for(tmp_path, outcome_space, "none", study="seeded", n_trials=2),
                         trainer=fake_train)
     assert summary.seed == 7 and summary.parent_run_id is None  # MLflow off with tracking "none"
     study, _ = open_study("seeded", opts.storage)
@@ -295,7 +299,7 @@ def test_status_export_and_errors_through_the_cli(tmp_path, outcome_space, monke
 
     missing_db = tmp_path / "elsewhere" / "none.db"
     res = runner.invoke(app, ["status", "nope", "--storage", f"sqlite:///{missing_db}"])
-    assert res.exit_code == 2 and "known studies: none" in res.output
+    assert res.exit_code == 2 and "no such database file" in res.output  # the storage named, not a study list
     assert not missing_db.exists() and not missing_db.parent.exists()  # reading creates no database
 
     unknown = runner.invoke(app, ["status", "nope"])
@@ -390,8 +394,8 @@ def test_end_to_end_smoke_study_export_replays_exactly(tmp_path, monkeypatch):
     assert replay.best_value == cfg.provenance["valid_value"] == study.best_value
     assert replay.best_epoch == cfg.train.epochs and replay.test is not None
 
-    # running the same study again continues it
-    again = invoke("run", "--space", SPACES / "smoke.yaml", "--n-trials", "1", "--no-live")
+    # running the same study again continues it (--n-trials: the study's budget)
+    again = invoke("run", "--space", SPACES / "smoke.yaml", "--n-trials", "4", "--no-live")
     assert again.exit_code == 0, again.output
     study, _ = open_study("smoke")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
@@ -400,16 +404,6 @@ def test_end_to_end_smoke_study_export_replays_exactly(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- several workers on PostgreSQL
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_up() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
-            return True
-    except Exception:  # noqa: BLE001 - driver missing or server down
-        return False
 
 
 def slow_fake_train(cfg, **kw):
@@ -425,8 +419,7 @@ def _worker(space: str, study: str, tracking: str, n: int) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_workers_share_a_study_on_postgres(tmp_path):
-    if not _postgres_up():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    require_postgres()  # fails when PostgreSQL is absent (see tests/services.py)
     import multiprocessing
     import uuid
 
@@ -440,14 +433,14 @@ def test_two_workers_share_a_study_on_postgres(tmp_path):
     study = f"pg-{uuid.uuid4().hex[:8]}"
     tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     _worker(str(space), study, tracking, 1)  # creates the study, the experiment and the parent
-    # a second process and this one work on the study at the same time
-    procs = [multiprocessing.get_context("spawn").Process(target=_worker, args=(str(space), study, tracking, 3))]
+    # a second process and this one work on the study at the same time, to its budget of 7 trials
+    procs = [multiprocessing.get_context("spawn").Process(target=_worker, args=(str(space), study, tracking, 7))]
     try:
         procs[0].start()
         deadline = time.monotonic() + 120
         while len(open_study(study, POSTGRES)[0].trials) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)  # wait until the other process is in its first trial
-        _worker(str(space), study, tracking, 3)
+        _worker(str(space), study, tracking, 7)
         procs[0].join(180)
         assert procs[0].exitcode == 0
         loaded, _ = open_study(study, POSTGRES)

@@ -367,7 +367,7 @@ COND = """
       train.lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
       model.gamma: {type: float, low: 1.0, high: 10.0, when: {model.scorer: transe}}
       dhns.margin.bilinear_scale: {type: float, low: 0.5, high: 2.0, when: {model.scorer: [distmult]}}
-      dhns.levels: {type: categorical, choices: ["0,0.1,0.125,0.25,0.5"]}
+      dhns.levels: {type: categorical, choices: ["0,0.1,0.125,0.25,0.5", "0,0.1,0.2,0.3,0.4"]}
       model.dim: {type: int, low: 8, high: 32, step: 8}
       negatives.filtered: {type: bool}
 """

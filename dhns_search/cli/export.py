@@ -29,6 +29,7 @@ def export_command(
         "<study>-trial<N>.yaml into (default exports/); a file with --top K gets the rank added before "
         "the suffix.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a file given with --out that exists.")] = False,
 ) -> None:
     """Write standalone training configs of the best trials (replay with dhns-search train --config)."""
     from dhns_search.search.export import export_best
@@ -38,7 +39,7 @@ def export_command(
             raise ConfigError(f"unexpected argument {within!r}: only --pick fastest-within takes a value "
                               "(e.g. --pick fastest-within 0.01)")
         pick = f"{pick} {within}"
-    for path, cfg in export_best(study, storage=storage, top=top, out=out, pick=pick):
+    for path, cfg in export_best(study, storage=storage, top=top, out=out, pick=pick, force=force):
         p = cfg.provenance or {}
         chosen = f" (--pick {p['pick']})" if p.get("pick") else ""
         console.print(f"trial {p.get('trial')}{chosen}: {p.get('valid_metric')} {p.get('valid_value'):.4f}, "

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dhns_search.cli._format import params_text, short_names
+from dhns_search.errors import DhnsError
 from dhns_search.search.objective import TrialFailed
 from dhns_search.search.queries import best_trial, primary_value, violation_text
 from dhns_search.search.runner import PreparedRun
@@ -192,7 +193,9 @@ class LiveTable:
 
 class _QuietFailedTrials(logging.Filter):
     """Drop Optuna's traceback for trials that failed with :class:`TrialFailed` (an expected outcome
-    whose reason the live table and the ``fail_reason`` attribute already show)."""
+    whose reason the live table and the ``fail_reason`` attribute already show), were stopped by a
+    second Ctrl-C (``KeyboardInterrupt``) or stopped the study with one of this project's errors (a failing
+    tracking store): the command says so in one line."""
 
     _VALUE = re.compile(r"^Trial (\d+) failed with value")
     _PARAMS = re.compile(r"^Trial (\d+) failed with parameters")
@@ -203,7 +206,7 @@ class _QuietFailedTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt, DhnsError)):
             m = self._PARAMS.match(msg)
             if m:
                 self.quiet.add(m.group(1))

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from dhns_search.cli._app import app, cli_errors, console
+from dhns_search.cli._app import app, cli_errors, console, err_console
 from dhns_search.cli._format import params_text
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.space.encoding import format_cell
 
 _D = RunOptions()  # option defaults come from the library's RunOptions
+N_TRIALS_HELP = (
+    "The study's budget: its trials across all workers and runs, counting COMPLETE, PRUNED, FAIL and RUNNING "
+    "trials (a failed trial that is retried from its checkpoint counts once); the run stops when the study "
+    f"has that many, so the same command continues an interrupted study. Default: the study's own, "
+    f"{DEFAULT_N_TRIALS} for a new study (unless --timeout is given).")
 
 
 @app.command("run")
@@ -22,10 +30,9 @@ def run_command(
     study: Annotated[str | None, typer.Option(
         "--study", help="Study name (default: the space file's stem); an existing study is continued.")] = _D.study,
     n_trials: Annotated[int | None, typer.Option(
-        "--n-trials", "-n",
-        help=f"Trials to run now (default {DEFAULT_N_TRIALS} when --timeout is not given either).")] = _D.n_trials,
+        "--n-trials", "-n", help=N_TRIALS_HELP)] = _D.n_trials,
     timeout: Annotated[float | None, typer.Option(
-        "--timeout", help="Stop starting trials after SECONDS.")] = _D.timeout,
+        "--timeout", help="Stop starting trials after SECONDS (each worker).")] = _D.timeout,
     sampler: Annotated[str, typer.Option(
         "--sampler", help="tpe, random, cmaes, gp, qmc or nsga2 (several objectives: all but cmaes).")] = _D.sampler,
     pruner: Annotated[str | None, typer.Option(
@@ -58,7 +65,20 @@ def run_command(
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Study seed (fixed when the study is created; default 0). Trial seeds derive from it.")
     ] = _D.seed,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = _D.device,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = _D.device,
+    workers: Annotated[int, typer.Option(
+        "--workers", "-w", help="Worker processes on this machine, all on this study (default: one per --devices "
+        "slot, else 1). Several need a journal, Redis or PostgreSQL --storage (default "
+        "journal:studies/<study>.journal); the cores are divided between them.")] = _D.workers,
+    devices: Annotated[str | None, typer.Option(
+        "--devices", help="One worker per device, e.g. cpu,cuda:0,cuda:1; cuda:0*2 puts two workers on cuda:0. "
+        "The device is recorded on every trial and run.", show_default=False)] = _D.devices,
+    max_trials_per_worker: Annotated[int | None, typer.Option(
+        "--max-trials-per-worker", help="Trials of each worker process at most (--n-trials is the study's "
+        "total).", show_default=False)] = _D.max_trials_per_worker,
+    work_dir: Annotated[Path, typer.Option(
+        "--work-dir", help="Where trials checkpoint (a folder per study and trial); the retry of a trial whose "
+        "worker died continues from there. Several machines: a shared filesystem path.")] = _D.work_dir,
     enqueue: Annotated[list[str] | None, typer.Option(
         "--enqueue", help="Warm start: a config YAML, preset:NAME, or a mapping of parameter values "
         "(repeatable).")] = None,
@@ -66,19 +86,96 @@ def run_command(
         "--set", "-s", help="Dotted override of base + fixed, e.g. train.epochs=5 (repeatable).")] = None,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table of trials.")] = True,
 ) -> None:
-    """Run (or continue) a hyperparameter study over a search space."""
-    from dhns_search.cli.live import LiveTable, quiet_failed_trials
-    from dhns_search.search.runner import run_study
+    """Run (or continue) a hyperparameter study over a search space, with one or several workers.
 
+    Ctrl-C or SIGTERM ends the trial in progress at its next batch (checkpointed, queued again) and prints
+    the command that continues the study; a second one stops at once.
+    """
     options = RunOptions(space=space, study=study, n_trials=n_trials, timeout=timeout, sampler=sampler,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, seed=seed, device=device,
                          enqueue=list(enqueue or []), overrides=list(overrides or []),
                          objectives=objective, max_epoch_seconds=max_epoch_seconds,
                          max_train_seconds=max_train_seconds, max_memory_mb=max_memory_mb,
-                         mlflow_metrics=mlflow_metrics)
-    with quiet_failed_trials():
-        summary = run_study(options, console=console, monitor=LiveTable(console, enabled=live))
-    _print_summary(summary, explicit_storage=options.storage is not None)
+                         mlflow_metrics=mlflow_metrics, workers=workers, devices=devices,
+                         max_trials_per_worker=max_trials_per_worker, work_dir=work_dir)
+    run_and_report(options, live=live, study_name=study or space.stem)
+
+
+@app.command("worker")
+@cli_errors
+def worker_command(
+    study: Annotated[str, typer.Option("--study", help="The study to join.", show_default=False)],
+    storage: Annotated[str, typer.Option(
+        "--storage", help="Its storage URL, e.g. postgresql+psycopg://USER@HOST:5432/DB.", show_default=False)],
+    tracking_uri: Annotated[str, typer.Option(
+        "--tracking-uri", help="MLflow tracking URI, e.g. http://HOST:5000; 'none' = off.")] = _D.tracking_uri,
+    n_trials: Annotated[int | None, typer.Option(
+        "--n-trials", "-n", help="Change the study's budget (default: the one its run set).",
+        show_default=False)] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after SECONDS.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes on this machine.")] = 1,
+    devices: Annotated[str | None, typer.Option(
+        "--devices", help="One worker per device (as for run).", show_default=False)] = None,
+    max_trials_per_worker: Annotated[int | None, typer.Option(
+        "--max-trials-per-worker", help="Trials of each worker process at most.", show_default=False)] = None,
+    work_dir: Annotated[Path, typer.Option(
+        "--work-dir", help="Where trials checkpoint (a shared filesystem path, the same for every machine, "
+        "so that a retry finds the checkpoint of a trial whose machine died).")] = _D.work_dir,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="torch threads of this worker (default: torch's).", show_default=False)] = None,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Show the live table of trials.")] = True,
+    spawned: Annotated[bool, typer.Option("--spawned", hidden=True)] = False,  # started by run --workers
+) -> None:
+    """Join a study from this machine (the multi-machine mode): run its trials until its budget is met.
+
+    What to run (space file, --set overrides, sampler, pruner) comes from the study, as its dhns-search run
+    recorded it; start the worker from a checkout that has the space file at the same path.
+    """
+    options = RunOptions(study=study, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout,
+                         device=device, workers=workers, devices=devices, max_trials_per_worker=max_trials_per_worker,
+                         work_dir=work_dir, threads=threads, join=True)
+    run_and_report(options, live=live, study_name=study, report=not spawned)
+
+
+def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: bool = True) -> None:
+    """Run the study in this process or in worker processes; the summary, or the line that continues it
+    (``report=False``, a worker that ``run --workers`` started: neither, its ``run`` says it)."""
+    from dataclasses import replace
+
+    from dhns_search.cli._signals import exit_code, stop_on_signals
+    from dhns_search.cli.live import LiveTable, quiet_failed_trials
+    from dhns_search.search.continuation import joined_options
+    from dhns_search.search.runner import StudyInterrupted, run_study
+    from dhns_search.search.workers import run_workers, worker_slots
+
+    slots = worker_slots(options)
+    with quiet_failed_trials(), stop_on_signals() as (stop, received):
+        try:
+            if len(slots) > 1:
+                summary = run_workers(joined_options(options) if options.join else options, console=console,
+                                      stop=stop)
+            else:
+                one = replace(options, device=slots[0]) if options.devices else options
+                summary = run_study(one, console=console, monitor=LiveTable(console, enabled=live), stop=stop)
+        except (StudyInterrupted, KeyboardInterrupt) as err:
+            name = err.summary.study if isinstance(err, StudyInterrupted) else study_name
+            if report:
+                err_console.print(f"[yellow]interrupted[/]; continue with: {escape(continue_command(name))}",
+                                  highlight=False, soft_wrap=True)
+            raise typer.Exit(exit_code(received)) from None
+    if report:
+        _print_summary(summary, explicit_storage=options.storage is not None)
+
+
+def continue_command(study: str) -> str:
+    """The command line that continues this run: the one typed, with ``--study`` (``dhns-search run``)."""
+    args = sys.argv[1:]
+    if not args or args[0] not in ("run", "worker"):
+        return f"dhns-search run --study {shlex.quote(study)}"
+    if "--study" not in args and not any(a.startswith("--study=") for a in args):
+        args = [args[0], "--study", study, *args[1:]]
+    return "dhns-search " + shlex.join(args)
 
 
 def _print_summary(summary, *, explicit_storage: bool) -> None:
@@ -86,6 +183,12 @@ def _print_summary(summary, *, explicit_storage: bool) -> None:
     counts = ", ".join(f"{v} {k.lower()}" for k, v in summary.states.items() if v)
     console.print(f"study [bold]{summary.study}[/]: {summary.n_trials} trials ({counts}); "
                   f"this run: {len(summary.new_trials)} in {summary.seconds:.1f}s")
+    if not summary.new_trials and summary.budget is not None and summary.stopped == "budget met":
+        console.print(f"the study's budget of {summary.budget} trials (--n-trials) is met; give a larger "
+                      "--n-trials to run more", highlight=False)
+    if not summary.parent_ended:
+        console.print("other workers are still running trials of this study; the last one to finish ends the "
+                      "MLflow parent run", highlight=False)
     if summary.n_infeasible:
         console.print(f"[magenta]{summary.n_infeasible} completed trials are infeasible[/] (over a cap); they are "
                       "left out of the best trials and of export picks", highlight=False)

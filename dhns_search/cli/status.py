@@ -72,6 +72,11 @@ def _print_report(report: StudyReport) -> None:
     counts = ", ".join(f"{v} {k.lower()}" for k, v in report.states.items() if v) or "no trials"
     console.print(f"study [bold]{report.name}[/] ({report.storage}): {counts}", highlight=False)
     console.print(f"space {report.space}, seed {report.seed}, metric {report.metric}", highlight=False)
+    if report.budget is not None:
+        console.print(f"budget: {report.used} of {report.budget} trials (--n-trials)", highlight=False)
+    for number, worker in report.dead:
+        console.print(f"[yellow]trial {number} is RUNNING but its worker ({worker}) is gone[/]: the next run or worker "
+                      "on this machine retries it from its checkpoint", highlight=False)
     if report.multi:
         console.print("objectives: " + ", ".join(f"{o.label} ({o.arrow})" for o in report.objectives)
                       + "; no pruning (multi-objective)", highlight=False)

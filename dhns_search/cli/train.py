@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dhns_search.cli._app import app, cli_errors, console
+from dhns_search.cli._app import app, cli_errors, console, err_console
 from dhns_search.errors import ConfigError
 
 _SHOWN = [
@@ -44,6 +44,10 @@ def train_command(
         "N). An export of a study is logged by default, into the study's experiment of sqlite:///mlruns/mlflow.db "
         "next to its trial; 'none' logs nothing.", show_default=False)] = None,
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List the shipped presets and exit.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the run in an existing --out folder.")] = False,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue an interrupted run from its folder (its config.yaml and checkpoint.pt); "
+        "Ctrl-C or SIGTERM stops it at the next batch, checkpointed.", show_default=False)] = None,
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
     from dhns_search.config import load_config, preset_names
@@ -54,6 +58,14 @@ def train_command(
         for name in preset_names():
             console.print(name)
         return
+    if resume is not None:
+        if config or preset or overrides or data or device or out or seeds != 1:
+            raise ConfigError("--resume continues the run as it was configured: give it alone (no --config, "
+                              "--preset, --set, --data, --device, --out or --seeds)")
+        _resume(resume)
+        return
+    if out is not None:
+        _check_out(out, force)
     if config is None and preset is None:
         raise ConfigError("give --config FILE or --preset NAME (see --list-presets)")
     extra = list(overrides or [])
@@ -76,13 +88,69 @@ def train_command(
     for key in _SHOWN:
         table.add_row(key, _cell(summary, "valid", key, seeds), _cell(summary, "test", key, seeds))
     console.print(table)
-    if summary.reproduction is not None:
-        expected, got = summary.reproduction
-        verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
-        console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
+    _reproduction(summary, cfg)
     console.print(f"run folder: {summary.out_dir}")
     if tracked is not None:
         linked = f", linked to the trial's run {tracked.replay_of}" if tracked.replay_of else ""
         console.print(f"mlflow: experiment {tracked.experiment!r}, {len(tracked.run_ids)} run(s)"
                       f"{' and a summary run' if tracked.summary_run_id else ''}{linked} in {tracked.tracking_uri}",
                       highlight=False, soft_wrap=True)
+
+
+def _reproduction(summary, cfg) -> None:
+    if summary.reproduction is not None:
+        expected, got = summary.reproduction
+        verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
+        console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
+
+
+#: what a run folder holds (train, and a seed-N folder each with --seeds N)
+_RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.json", "result.json", "summary.json")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """An existing run folder is not overwritten silently: continue it (--resume) or replace it (--force)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    is_run = any((out / f).exists() for f in _RUN_FILES) or any(out.glob("seed-*"))
+    if not is_run:
+        raise ConfigError(f"--out {out}: the folder exists and holds other files; give a new or empty folder")
+    if not force:
+        raise ConfigError(f"--out {out} holds a run already; continue it with dhns-search train --resume {out}, "
+                          "or replace it with --force")
+    import shutil
+
+    shutil.rmtree(out)
+
+
+def _resume(folder: Path) -> None:
+    """``train --resume RUN_DIR``: continue the run in ``folder`` from its checkpoint."""
+    from dhns_search.cli._signals import exit_code, stop_on_signals
+    from dhns_search.config import load_config
+    from dhns_search.training.loop import TrainingInterrupted, train
+    from dhns_search.training.runs import SeedSummary
+
+    if not (folder / "config.yaml").is_file():
+        raise ConfigError(f"--resume {folder}: no config.yaml there (is it a run folder? with --seeds N, give "
+                          "one seed's folder, e.g. RUN/seed-0)")
+    cfg = load_config(folder / "config.yaml")
+    console.print(f"resuming [bold]{folder}[/] ({cfg.model.scorer}, seed {cfg.seed})")
+    with stop_on_signals() as (stop, received):
+        try:
+            result = train(cfg, run_dir=folder, resume=True, stop=stop)
+        except (TrainingInterrupted, KeyboardInterrupt):
+            err_console.print(f"[yellow]interrupted[/]; continue with: dhns-search train --resume {folder}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(exit_code(received)) from None
+    flat = {f"valid/{k}": v for k, v in result.best_valid.items()}
+    flat.update({f"test/{k}": v for k, v in (result.test or {}).items()})
+    summary = SeedSummary(results=[result], mean=flat, std={}, out_dir=folder)
+    table = Table(title=f"{folder.name}: best epoch {result.best_epoch}")
+    for column, justify in (("metric", "left"), ("validation", "right"), ("test", "right")):
+        table.add_column(column, justify=justify)
+    for key in _SHOWN:
+        table.add_row(key, _cell(summary, "valid", key, 1), _cell(summary, "test", key, 1))
+    console.print(table)
+    console.print(f"run folder: {folder}")

@@ -265,7 +265,8 @@ class RunConfig(StrictModel):
     """The whole configuration of one training run."""
 
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="auto, cpu, cuda or cuda:N (one GPU of several)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     negatives: NegativeConfig = Field(default_factory=NegativeConfig)

@@ -115,7 +115,7 @@ def _target(study_name: str, trial: FrozenTrial, out: str | Path | None, rank: i
 
 
 def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Path | None = None,
-                  pick: pareto.Pick | str | None = None) -> list[tuple[Path, RunConfig]]:
+                  pick: pareto.Pick | str | None = None, force: bool = False) -> list[tuple[Path, RunConfig]]:
     """Write the configs of the ``top`` best feasible trials, or of the one trial ``pick`` chooses;
     returns ``(path, config)`` best first.
 
@@ -123,6 +123,7 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
     ``out`` None: ``exports/<study>-trial<N>.yaml``.  ``out`` an existing directory or a path ending in
     ``/``: ``<out>/<study>-trial<N>.yaml``.  Otherwise, with one trial that exact file; with
     ``top`` > 1 the rank is added before the suffix (``best.yaml`` -> ``best-1.yaml``, ``best-2.yaml``).
+    A file given with ``out`` that exists already is refused (nothing written) unless ``force``.
     """
     if top is not None and top < 1:
         raise StudyError(f"--top must be at least 1 (got {top})")
@@ -140,18 +141,23 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
         chosen = completed(study)[:top]
         if not chosen:
             raise StudyError(no_trial_message(study))
+    targets = [_target(study.study_name, trial, out, rank, top != 1) for rank, trial in enumerate(chosen, start=1)]
+    taken = [str(p) for p in targets if p.exists()]
+    if out is not None and taken and not force:
+        raise StudyError(f"{', '.join(taken)} exists already; give another --out, or --force to replace it")
     written = []
-    for rank, trial in enumerate(chosen, start=1):
+    for trial, target in zip(chosen, targets):
         cfg = trial_config(study, trial, pick=None if pick is None else str(pick))
-        written.append((write_config(cfg, _target(study.study_name, trial, out, rank, top != 1)), cfg))
+        written.append((write_config(cfg, target), cfg))
     return written
 
 
 def export_best(study_name: str, *, storage: str | None = None, top: int | None = None,
-                out: str | Path | None = None, pick: pareto.Pick | str | None = None) -> list[tuple[Path, RunConfig]]:
+                out: str | Path | None = None, pick: pareto.Pick | str | None = None,
+                force: bool = False) -> list[tuple[Path, RunConfig]]:
     """Open ``study_name`` (see :func:`dhns_search.search.storage.open_study`) and export its best trials
     (or the trial ``pick`` chooses; see :func:`export_trials`)."""
     if isinstance(pick, str):
         pick = pareto.parse_pick(pick)  # a bad --pick is reported before the study is opened
     study, _ = open_study(study_name, storage)
-    return export_trials(study, top=top, out=out, pick=pick)
+    return export_trials(study, top=top, out=out, pick=pick, force=force)

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -46,19 +48,22 @@ import torch
 
 from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import DhnsError
+from dhns_search.errors import DhnsError, TrackingError
 from dhns_search.search import trial_data
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import SearchSpace, flatten_config, suggest
 from dhns_search.search.space.encoding import format_value, short_values
 from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
+from dhns_search.search.trial_folder import INTERRUPTED, TrialFolder
 from dhns_search.training import StopTraining, train
+from dhns_search.training.loop import TrainingInterrupted
 
 if TYPE_CHECKING:
     from dhns_search.search.tracking import MlflowBridge, TrialRun
 
-__all__ = ["Objective", "Progress", "TrialCallback", "TrialFailed", "is_trial_failure"]
+__all__ = ["TRACKING_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
+           "is_trial_failure"]
 
 #: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch)
 Progress = Callable[[int, int, "float | None"], None]
@@ -83,6 +88,29 @@ def is_trial_failure(err: BaseException) -> bool:
     return type(err) is RuntimeError and any(text in str(err) for text in _CPU_OUT_OF_MEMORY)
 
 
+#: how the fail reason of a trial stopped by a failing tracking store begins (it is queued again)
+TRACKING_FAILED = "the tracking store failed"
+
+
+def is_tracking_failure(err: BaseException) -> bool:
+    """Whether ``err`` comes from the MLflow tracking store (an MLflow error, a failed HTTP request)."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
+    return isinstance(err, (MlflowException, RequestException))
+
+
+def tracking_reason(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"{TRACKING_FAILED} ({type(err).__name__}: {first})"
+
+
+def _tracking_error(number: int, err: BaseException) -> TrackingError:
+    return TrackingError(f"{tracking_reason(err)} during trial {number}. The study is consistent: trial {number} "
+                         "is failed and queued again (it resumes from its checkpoint); run the same command again "
+                         "once the store answers")
+
+
 class TrialCallback:
     """A training :class:`~dhns_search.training.Callback` that reports to Optuna and logs to MLflow.
 
@@ -101,6 +129,7 @@ class TrialCallback:
         self.report = report
         self.progress = progress
         self.last_epoch = 0
+        self.first_epoch: int | None = None  # the first epoch this process trained (a resumed run: > 1)
         self.best: float | None = None
         self.last_value: float | None = None
         self.epoch_seconds: list[float] = []
@@ -112,6 +141,8 @@ class TrialCallback:
 
     def on_epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
         self.last_epoch = epoch
+        if self.first_epoch is None:
+            self.first_epoch = epoch
         secs = stats.get("epoch_seconds")
         if isinstance(secs, (int, float)) and math.isfinite(secs):
             self.epoch_seconds.append(float(secs))
@@ -141,7 +172,9 @@ class TrialCallback:
 class _Outcome:
     """How far one trial got; the ``finally`` of :meth:`Objective.__call__` ends its MLflow run with it."""
 
+    folder: TrialFolder
     state: str = "FAIL"
+    store_failed: bool = False  # the tracking store failed during the trial
     value: float | None = None
     reason: str | None = None
     callback: TrialCallback | None = None
@@ -178,6 +211,8 @@ class Objective:
         objectives: Sequence[ObjectiveSpec] | None = None,
         caps: Mapping[str, float] | None = None,
         progress: Progress | None = None,
+        work_dir: Path | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.space = space
         self.study_seed = study_seed
@@ -189,6 +224,8 @@ class Objective:
         self.objectives = list(objectives or [])
         self.caps = dict(caps or {})
         self.progress = progress
+        self.work_dir = work_dir
+        self.stop = stop
 
     def trial_mapping(self, sampled: dict[str, Any], seed: int) -> dict:
         """The trial's configuration as a plain mapping (not yet validated)."""
@@ -203,13 +240,20 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         t0 = time.perf_counter()
-        seed = trial_seed(self.study_seed, trial.number)
+        folder = TrialFolder.start(trial, self.work_dir, self.device)  # a retry continues its dead trial's
+        seed = folder.seed if folder.seed is not None else trial_seed(self.study_seed, trial.number)
         trial.set_user_attr("seed", seed)
         sampled = suggest(trial, self.space)
         trial_data.store(trial, "params", _jsonable(self.space.resolve(sampled)))
         data = self.trial_mapping(sampled, seed)
-        run = self._start_run(trial, sampled, data, seed)
-        out = _Outcome()
+        try:
+            run = self._start_run(trial, sampled, data, seed, folder)
+        except Exception as err:
+            if not is_tracking_failure(err):
+                raise
+            trial.set_user_attr("fail_reason", tracking_reason(err))
+            raise _tracking_error(trial.number, err) from None
+        out = _Outcome(folder=folder)
         try:
             return self._train(trial, sampled, data, run, out)
         except StopTraining as stop:
@@ -222,8 +266,17 @@ class Objective:
             out.reason = err.reason
             self._record_failure(trial, run, out)
             raise
+        except TrainingInterrupted as err:  # Ctrl-C / SIGTERM: checkpointed, retried by the next run
+            out.state, out.reason = "INTERRUPTED", INTERRUPTED
+            trial.set_user_attr("interrupted_at", f"epoch {err.epoch}, batch {err.batch}")
+            self._record_failure(trial, run, out)
+            raise TrialFailed(INTERRUPTED) from None
         except BaseException as err:
             out.reason = f"{type(err).__name__}: {err}"
+            if is_tracking_failure(err):  # the study stops; this trial is queued again (its checkpoint kept)
+                out.state, out.reason, out.store_failed = "INTERRUPTED", tracking_reason(err), True
+                trial.set_user_attr("fail_reason", out.reason)
+                raise _tracking_error(trial.number, err) from None
             if is_trial_failure(err):
                 self._record_failure(trial, run, out)
                 raise TrialFailed(out.reason) from err
@@ -235,16 +288,36 @@ class Objective:
             raise
         finally:
             trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
+            if out.callback is not None and out.callback.first_epoch is not None and folder.resume:
+                trial.set_user_attr("resumed_from_epoch", out.callback.first_epoch - 1)
+            folder.finish(out.state)
             if run is not None:
-                run.end(out.state, value=out.value, reason=out.reason, epoch=out.last_epoch)
+                self._end_run(trial.number, run, out)
 
-    def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int) -> TrialRun | None:
-        """The trial's MLflow child run, with the configuration as params (None when MLflow is off)."""
+    @staticmethod
+    def _end_run(number: int, run: TrialRun, out: _Outcome) -> None:
+        """End the trial's MLflow run; a store that fails here stops the study with one message (unless it
+        already failed during the trial: that message is on its way)."""
+        try:
+            run.end(out.state, value=out.value, reason=out.reason, epoch=out.last_epoch)
+        except Exception as err:
+            if not is_tracking_failure(err):
+                raise
+            if not out.store_failed:
+                raise _tracking_error(number, err) from None
+
+    def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int,
+                   folder: TrialFolder) -> TrialRun | None:
+        """The trial's MLflow child run, with the configuration as params (None when MLflow is off).  A
+        retry first ends the dead trial's run (KILLED, tagged with the retry) if it is still RUNNING."""
         if self.bridge is None:
             return None
+        if folder.retry_of is not None:
+            self.bridge.close_retried(folder.retry_of, trial.number)
         # The same keys for every trial: the defaults filled in, even when validation fails later.
         flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
-        tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled)}
+        tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled), "dhns.device": folder.device,
+                "dhns.retry_of": folder.retry_of, "dhns.resumed": "true" if folder.resume else None}
         searched = {name: format_value(value) for name, value in sampled.items()}
         run = self.bridge.start_trial(trial.number, flat, tags, searched=searched)
         trial.set_user_attr("mlflow_run_id", run.run_id)
@@ -263,7 +336,8 @@ class Objective:
         t_train = time.perf_counter()
         try:
             with memory:
-                result = self.trainer(cfg, dataset=self.dataset, callbacks=[out.callback])
+                result = self.trainer(cfg, dataset=self.dataset, callbacks=[out.callback],
+                                      **out.folder.trainer_kwargs(self.trainer, self.stop))
         finally:
             out.measures = {"train_seconds": time.perf_counter() - t_train,
                             "epoch_seconds": out.callback.mean_epoch_seconds,

@@ -12,7 +12,7 @@ from pathlib import Path
 from dhns_search.search.targets import check_caps
 from dhns_search.search.urls import DEFAULT_TRACKING_URI
 
-__all__ = ["DEFAULT_N_TRIALS", "DEFAULT_SPACE", "DEFAULT_TOP", "DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "RunOptions"]
+__all__ = ["DEFAULT_N_TRIALS", "DEFAULT_SPACE", "DEFAULT_TOP", "DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "DEFAULT_WORK_DIR", "RunOptions"]
 
 DEFAULT_SPACE = Path("spaces/default.yaml")
 #: trials of a bare ``dhns-search run`` (neither ``--n-trials`` nor ``--timeout`` given)
@@ -22,6 +22,8 @@ DEFAULT_TOP = 10
 #: where ``dhns-search ui`` serves the MLflow UI
 DEFAULT_UI_HOST = "127.0.0.1"
 DEFAULT_UI_PORT = 5000
+#: where trials checkpoint their training state (a folder per study, one per trial inside)
+DEFAULT_WORK_DIR = Path("studies/work")
 
 
 @dataclass
@@ -30,7 +32,8 @@ class RunOptions:
 
     space: Path = DEFAULT_SPACE
     study: str | None = None
-    #: None: :data:`DEFAULT_N_TRIALS` unless ``timeout`` is given
+    #: the study's budget: trials across all workers, counted as :func:`~.recovery.budget_used` says
+    #: (None: :data:`DEFAULT_N_TRIALS` unless ``timeout`` is given, or the study's own when continuing)
     n_trials: int | None = None
     timeout: float | None = None
     sampler: str = "tpe"
@@ -54,6 +57,20 @@ class RunOptions:
     max_memory_mb: float | None = None
     #: MLflow metrics of a trial: "lean" (the rank policy of train.metric) or "full" (every rank metric)
     mlflow_metrics: str = "lean"
+    #: worker processes on this machine (``run --workers``); each runs trials of the same study
+    workers: int = 1
+    #: ``--devices``: comma list of devices, one worker each (``cuda:0*2``: two workers on cuda:0)
+    devices: str | None = None
+    #: trials of this process at most (``n_trials`` is the study's budget across all workers)
+    max_trials_per_worker: int | None = None
+    #: where trials checkpoint (``<work_dir>/<study>-<uid>/trial-NNNN``); a shared path for several machines
+    work_dir: Path = DEFAULT_WORK_DIR
+    #: torch threads of this process (None: torch's default); ``run --workers`` divides the cores
+    threads: int | None = None
+    #: ``dhns-search worker``: the space, overrides, sampler ... come from the study (as its ``run`` set them)
+    join: bool = False
+    #: the command that continues this run after an interruption (printed by the command line)
+    command: str | None = None
 
     def caps(self) -> dict[str, float]:
         return check_caps({"epoch_seconds": self.max_epoch_seconds, "train_seconds": self.max_train_seconds,

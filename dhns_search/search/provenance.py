@@ -64,9 +64,10 @@ def device_info(requested: str | None = "auto") -> tuple[str, str]:
     H200")`` or ``("cpu", "<processor model>")``."""
     import torch  # only where a run is logged: the command line stays light
 
-    cuda = requested in (None, "auto", "cuda") and torch.cuda.is_available()
+    cuda = (requested in (None, "auto") or str(requested).startswith("cuda")) and torch.cuda.is_available()
     if cuda:
-        return "cuda", torch.cuda.get_device_name(torch.cuda.current_device())
+        index = int(str(requested).partition(":")[2] or torch.cuda.current_device())
+        return (str(requested) if ":" in str(requested) else "cuda"), torch.cuda.get_device_name(index)
     return "cpu", _cpu_name()
 
 

@@ -142,10 +142,11 @@ def publish_progress(bridge: MlflowBridge, study: optuna.Study, specs: Sequence[
 
 
 # ------------------------------------------------------------------------------- at the end
-def publish_results(study: optuna.Study, bridge: MlflowBridge | None, status: str
+def publish_results(study: optuna.Study, bridge: MlflowBridge | None, status: str, *, end: bool | None = None
                     ) -> tuple[list[str], dict[str, str]]:
-    """Leaderboard, best config and plots onto the parent run, then end it (``status``); returns the
-    plot files logged and the plots (or ``"artifacts"``) skipped with the reason.
+    """Leaderboard, best config and plots onto the parent run, then end it (``status``; ``end=False``
+    leaves it running, None: unless another trial runs); returns the plot files logged and the plots
+    (or ``"artifacts"``) skipped with the reason.
 
     Nothing here may hide the study's own outcome: a failure to log an artifact is reported in the
     returned ``skipped`` mapping, and the parent run is ended in any case.
@@ -160,10 +161,10 @@ def publish_results(study: optuna.Study, bridge: MlflowBridge | None, status: st
     except Exception as err:  # noqa: BLE001 - report, and still end the parent below
         skipped["artifacts"] = f"{type(err).__name__}: {err}"
     finally:
-        others_running = status == "FINISHED" and any(
-            t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)
-        )
-        if not others_running:  # another worker still runs trials of this study: it ends the parent
+        if end is None:  # decide here: another worker still running trials of this study ends the parent
+            end = status != "FINISHED" or not any(
+                t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+        if end:
             bridge.end_study(status)
     return files, skipped
 

@@ -25,6 +25,7 @@ from dhns_search.search.queries import (
     trial_measures,
     violation_text,
 )
+from dhns_search.search.recovery import budget_used, dead_workers
 from dhns_search.search.storage import known_studies, make_storage, open_study
 from dhns_search.search.targets import ObjectiveSpec, study_caps, study_objectives
 from dhns_search.search.urls import display_url
@@ -102,6 +103,9 @@ class StudyReport:
     #: (trial, primary value, what it violates) of the best infeasible completed trials
     infeasible: list[tuple[int, float, str]] = field(default_factory=list)
     n_infeasible: int = 0
+    budget: int | None = None  # the study's --n-trials
+    used: int = 0  # trials counted against it
+    dead: list[tuple[int, str]] = field(default_factory=list)  # RUNNING trials of a dead worker of this machine
 
     @property
     def multi(self) -> bool:
@@ -141,6 +145,9 @@ def study_report(name: str, storage: str | None = None, top: int = DEFAULT_TOP) 
         n_feasible=len(completed(study)),
         infeasible=[(t.number, primary_value(t, specs), violation_text(study, t)) for t in bad[:top]],
         n_infeasible=len(bad),
+        budget=attrs.get("dhns.n_trials"),
+        used=budget_used(study),
+        dead=dead_workers(study),
     )
     if len(specs) > 1:
         front = pareto_front(study)

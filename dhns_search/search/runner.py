@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
+import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
@@ -37,15 +39,19 @@ from rich.console import Console
 
 from dhns_search.config.io import read_preset, read_yaml
 from dhns_search.data import load_from_config
-from dhns_search.errors import ConfigError, StudyError, warn
-from dhns_search.search.objective import Objective, TrialFailed
+from dhns_search.errors import ConfigError, StudyError, TrackingError, warn
+from dhns_search.search.budget import WorkerRun, run_trials
+from dhns_search.search.continuation import create_or_continue, joined_options, space_changed, study_notes
+from dhns_search.search.locks import Timeout as LockTimeout
+from dhns_search.search.locks import budget_lock, file_lock
+from dhns_search.search.objective import Objective, TrialFailed, is_tracking_failure, tracking_reason
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.publish import publish_progress, publish_results
 from dhns_search.search.queries import best_trial, infeasible, pareto_front, primary_value, state_counts
+from dhns_search.search.recovery import running_elsewhere, sweep_dead_workers
 from dhns_search.search.resources import memory_kind
 from dhns_search.search.run_metrics import METRIC_SETS, name_metrics
 from dhns_search.search.samplers import (
-    CONSTRAINED_SAMPLERS,
     check_sampler,
     make_pruner,
     make_sampler,
@@ -55,19 +61,16 @@ from dhns_search.search.seeds import derive_seed
 from dhns_search.search.space import SearchSpace, load_space
 from dhns_search.search.storage import check_study_name, make_storage
 from dhns_search.search.targets import (
-    CAPS,
     ObjectiveSpec,
-    describe,
     parse_objectives,
     primary_index,
-    specs_to_attr,
-    study_caps,
-    study_objectives,
 )
 from dhns_search.search.tracking import MlflowBridge, StudyDescription, prepare_tracking_uri
-from dhns_search.search.urls import default_storage, display_url
+from dhns_search.search.trial_folder import study_work_dir
+from dhns_search.search.urls import default_storage, display_url, sqlite_path
 
-__all__ = ["Monitor", "PreparedRun", "StudySummary", "attach", "optimise", "prepare", "run_study"]
+__all__ = ["Monitor", "PreparedRun", "StudyInterrupted", "StudySummary", "attach", "optimise", "prepare",
+           "run_study"]
 
 
 @dataclass
@@ -88,6 +91,17 @@ class PreparedRun:
     n_trials: int | None
     #: what the user should know before the trials start (printed, and kept in the summary)
     notes: list[str] = field(default_factory=list)
+    storage: Any = None  # the Optuna storage object (a database storage's engine takes the budget lock)
+    work_dir: Path | None = None  # this study's folder of trial folders
+    lock: Any = None  # a SQLite study: the one-writer lock this process holds
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run cleanly: the trial in progress checkpointed and was queued again."""
+
+    def __init__(self, summary: StudySummary) -> None:
+        super().__init__(f"study {summary.study} interrupted")
+        self.summary = summary
 
 
 class Monitor(Protocol):
@@ -126,6 +140,9 @@ class StudySummary:
     knee_trial: int | None = None
     n_infeasible: int = 0
     notes: list[str] = field(default_factory=list)
+    budget: int | None = None  # the study's --n-trials
+    stopped: str = ""  # why this worker stopped (budget met, interrupted, ...)
+    parent_ended: bool = True  # False: other workers still run trials, the last one ends the parent
 
 
 def run_study(
@@ -134,28 +151,89 @@ def run_study(
     console: Console | None = None,
     trainer: Callable[..., Any] | None = None,
     monitor: Monitor | None = None,
+    stop: threading.Event | None = None,
 ) -> StudySummary:
     """Run (or continue) a study as ``options`` say; returns its summary.  See the module docstring.
 
-    ``trainer`` replaces :func:`dhns_search.training.train` (tests); ``monitor`` watches the trials.
+    ``trainer`` replaces :func:`dhns_search.training.train` (tests); ``monitor`` watches the trials;
+    ``stop`` (set by the command line on Ctrl-C / SIGTERM) ends the trial in progress at its next batch,
+    checkpointed and queued again, and then raises :class:`StudyInterrupted`.
     """
     t0 = time.perf_counter()
     console = console or Console(stderr=True)
+    if options.join:  # `dhns-search worker`: what to run comes from the study
+        options = joined_options(options)
+    _set_threads_and_device(options)
     run = prepare(options)
-    for note in [*run.notes, *_space_changed(run)]:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    bridge = attach(run, options)
-    status = "FAILED"
     try:
-        new_trials = optimise(run, options, bridge, trainer=trainer, monitor=monitor)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:  # finish
-        plots = publish_results(run.study, bridge, status)
-    tracking = options.tracking_uri if bridge is not None else None
-    return _summary(run, bridge, tracking, new_trials, plots, time.perf_counter() - t0)
+        for note in run.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        bridge = attach(run, options)
+        status, done = "FAILED", WorkerRun(reason="failed")
+        try:
+            done = optimise(run, options, bridge, trainer=trainer, monitor=monitor, stop=stop)
+            status = "KILLED" if done.interrupted else "FINISHED"
+        except KeyboardInterrupt:
+            status, done.reason = "KILLED", "interrupted"
+            raise
+        finally:  # finish
+            plots, ended = _finish(run, bridge, status, done)
+        tracking = options.tracking_uri if bridge is not None else None
+        summary = _summary(run, bridge, tracking, done.trials, plots, time.perf_counter() - t0)
+        summary.stopped, summary.parent_ended = done.reason, ended
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+    if done.interrupted:
+        raise StudyInterrupted(summary)
+    return summary
+
+
+def _set_threads_and_device(options: RunOptions) -> None:
+    """A worker's share of the cores, and its GPU (``cuda:N``) as the current CUDA device."""
+    import torch
+
+    if options.threads is not None:
+        torch.set_num_threads(max(1, options.threads))
+    if options.device and options.device.startswith("cuda:") and torch.cuda.is_available():
+        index = int(options.device.partition(":")[2])
+        if index < torch.cuda.device_count():
+            torch.cuda.set_device(index)
+
+
+def _finish(run: PreparedRun, bridge: MlflowBridge | None, status: str,
+            done: WorkerRun) -> tuple[tuple[list[str], dict[str, str]], bool]:
+    """Record this worker's end on the parent run; the last worker (no trial of another one running: the
+    budget is met, or every worker stopped) publishes the results and ends the parent."""
+    if bridge is None:
+        return ([], {}), True
+    try:
+        return _publish_end(run, bridge, status, done)
+    except Exception as err:
+        if not is_tracking_failure(err):
+            raise
+        return ([], {"artifacts": tracking_reason(err)}), False  # the next run catches up (reconcile)
+
+
+def _publish_end(run: PreparedRun, bridge: MlflowBridge, status: str,
+                 done: WorkerRun) -> tuple[tuple[list[str], dict[str, str]], bool]:
+    study = run.study
+    sweep_dead_workers(study)
+    last = not running_elsewhere(study, done.trials)
+    bridge.set_parent_tags({f"dhns.worker.{_worker_key()}": f"ended {_now()}: {len(done.trials)} trials, "
+                                                            f"{done.reason}"})
+    if not last:
+        publish_progress(bridge, study, run.objectives, run.caps, step=max([*done.trials, 0]))
+        return ([], {}), False
+    return publish_results(study, bridge, status, end=True), True
+
+
+def _worker_key() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 # ---------------------------------------------------------------------------------------- prepare
@@ -172,32 +250,83 @@ def prepare(options: RunOptions) -> PreparedRun:
         resolve_pruner(options.pruner, requested)
     _check_measurable(requested or [], caps, options.device)
     enqueued = _enqueue_sources(space, options.enqueue)
-    n_trials = options.n_trials
-    if n_trials is None and options.timeout is None:
-        n_trials = DEFAULT_N_TRIALS
     dataset = _load_dataset(space, options)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if options.tracking_uri not in (None, "", "none"):
+        prepare_tracking_uri(options.tracking_uri)  # checked before the study is written
     storage_url = options.storage or default_storage(name)
-    storage = make_storage(storage_url)
-    study, seed, specs, caps = _create_or_continue(name, storage, options, space, metric, requested, caps)
+    lock = _one_writer(storage_url, name)
+    try:
+        storage = make_storage(storage_url)
+        with budget_lock(storage_url, name, engine=getattr(storage, "engine", None)):  # workers starting together
+            study, seed, specs, caps = create_or_continue(name, storage, options, space, metric, requested, caps)
+        run = PreparedRun(name=name, space=space, study=study, storage_url=storage_url, seed=seed, metric=metric,
+                          objectives=specs, caps=caps, pruner="none", dataset=dataset, enqueued=enqueued,
+                          n_trials=_budget(study, options), notes=study_notes(specs, caps, options.sampler),
+                          storage=storage, lock=lock,
+                          work_dir=study_work_dir(options.work_dir, name, study.user_attrs["dhns.uid"]))
+        _configure(run, options)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return run
+
+
+def _one_writer(storage_url: str, name: str) -> Any:
+    """A SQLite study takes one process at a time: the file lock it holds while it runs (None elsewhere)."""
+    path = sqlite_path(storage_url)
+    if path is None:
+        return None
+    lock = file_lock(path, suffix=f".{name}.run", timeout=0)
+    try:
+        lock.acquire()
+    except LockTimeout:
+        raise StudyError(
+            f"study {name!r} in {display_url(storage_url)} is being run by another process: SQLite takes one "
+            f"writer (two would propose the same trials). Wait for it, or run several workers on a journal or "
+            f"database storage: dhns-search run --study {name} --workers N --storage journal:studies/{name}.journal"
+        ) from None
+    return lock
+
+
+def _budget(study: optuna.Study, options: RunOptions) -> int | None:
+    """The study's ``--n-trials``: given now (and then stored), else the study's own, else the default."""
+    n_trials = options.n_trials if options.n_trials is not None else study.user_attrs.get("dhns.n_trials")
+    if n_trials is None and options.timeout is None:
+        n_trials = DEFAULT_N_TRIALS
+    if n_trials is not None and study.user_attrs.get("dhns.n_trials") != n_trials:
+        study.set_user_attr("dhns.n_trials", int(n_trials))
+    return n_trials
+
+
+def _configure(run: PreparedRun, options: RunOptions) -> None:
+    """The continued study's checks, its pruner and sampler, dead trials failed and queued again."""
+    study, specs = run.study, run.objectives
     check_sampler(options.sampler, specs)  # a continued study: its own objectives decide
     name_metrics(study, specs)  # optuna-dashboard shows them instead of "Objective 0"
-    pruner = resolve_pruner(options.pruner, specs)
-    _check_measurable(specs, caps, options.device)
-    study.pruner = make_pruner(pruner)
-    if isinstance(storage, optuna.storages.RDBStorage):
+    run.pruner = resolve_pruner(options.pruner, specs)
+    _check_measurable(specs, run.caps, options.device)
+    study.pruner = make_pruner(run.pruner)
+    if isinstance(run.storage, optuna.storages.RDBStorage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # trials of a crashed process -> FAIL
+            optuna.storages.fail_stale_trials(study)  # trials of a dead worker (heartbeat) -> FAIL, retried
+    run.notes += space_changed(study, run.name, run.space)
+    swept = sweep_dead_workers(study)  # this machine's dead workers: at once
+    if swept:
+        run.notes.append(f"trial(s) {', '.join(map(str, swept))} of a worker that died are queued again; they "
+                         "continue from their checkpoints")
+    if not options.join:  # what `dhns-search worker` reads to join this study
+        study.set_user_attr("dhns.run", {"space": str(run.space.path), "overrides": list(options.overrides),
+                                         "sampler": options.sampler, "pruner": options.pruner,
+                                         "mlflow_metrics": options.mlflow_metrics})
     existing = len(study.get_trials(deepcopy=False))
-    # Reproducible on SQLite (one worker); on a server database several workers may start together, so
+    # Reproducible on SQLite (one worker); on a shared storage several workers may start together, so
     # each gets its own sampler seed (else they would propose the same start-up trials).
-    worker = () if storage_url.startswith("sqlite") else (socket.gethostname(), os.getpid())
-    study.sampler = make_sampler(options.sampler, derive_seed(seed, "sampler", existing, *worker))
-    return PreparedRun(name=name, space=space, study=study, storage_url=storage_url, seed=seed, metric=metric,
-                       objectives=specs, caps=caps, pruner=pruner, dataset=dataset, enqueued=enqueued,
-                       n_trials=n_trials, notes=_notes(specs, caps, options.sampler))
+    worker = () if run.storage_url.startswith("sqlite") else (socket.gethostname(), os.getpid())
+    study.sampler = make_sampler(options.sampler, derive_seed(run.seed, "sampler", existing, *worker))
 
 
 def _check_options(options: RunOptions) -> None:
@@ -211,8 +340,12 @@ def _check_options(options: RunOptions) -> None:
         raise ConfigError(f"--n-trials must be at least 1 (got {options.n_trials})")
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError(f"--timeout must be positive (got {options.timeout})")
-    if options.device is not None and options.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda (got {options.device!r})")
+    if options.device is not None and not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", options.device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {options.device!r})")
+    if options.device is not None and options.device.startswith("cuda"):
+        from dhns_search.training.loop import resolve_device
+
+        resolve_device(options.device)  # no GPU, or not that one: refused before a study exists
 
 
 def _check_measurable(specs: Sequence[ObjectiveSpec], caps: dict[str, float], device: str | None) -> None:
@@ -247,92 +380,10 @@ def _load_dataset(space: SearchSpace, options: RunOptions) -> Any:
     return dataset
 
 
-def _caps_text(caps: dict[str, float]) -> str:
-    return ", ".join(f"{CAPS[k]} {v:g}" for k, v in caps.items()) or "no caps"
-
-
-def _create_or_continue(name: str, storage: optuna.storages.BaseStorage, options: RunOptions,
-                        space: SearchSpace, metric: str, specs: list[ObjectiveSpec] | None,
-                        caps: dict[str, float]) -> tuple[optuna.Study, int, list[ObjectiveSpec], dict[str, float]]:
-    """Create the study or load it; returns it with its seed, objectives and caps.
-
-    ``specs`` None (no ``--objective``) and empty ``caps`` mean "the study's own" when it exists and
-    "the defaults" when it is created.  A continued study must get the same objectives and caps.
-    """
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:  # a new study (another worker may create it meanwhile: load_if_exists)
-        new_specs = specs or parse_objectives(None, metric)
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                    directions=[s.direction for s in new_specs])
-    if "dhns.uid" not in study.user_attrs:  # a new study: record what defines it
-        chosen = specs or parse_objectives(None, metric)
-        if [d.name.lower() for d in study.directions] != [s.direction for s in chosen]:
-            raise StudyError(f"study {name!r} exists with {len(study.directions)} direction(s) but no dhns-search "
-                             "attributes; use another --study name")
-        seed = 0 if options.seed is None else options.seed
-        for key, value in {"dhns.uid": uuid.uuid4().hex, "dhns.seed": seed, "dhns.space": str(space.path),
-                           "dhns.space_sha256": space.sha256, "dhns.metric": metric,
-                           "dhns.objectives": specs_to_attr(chosen), "dhns.caps": dict(caps)}.items():
-            study.set_user_attr(key, value)
-        return study, seed, chosen, dict(caps)
-    return study, *_check_continued(study, name, options.seed, metric, specs, caps)
-
-
-def _check_continued(study: optuna.Study, name: str, seed: int | None, metric: str,
-                     specs: list[ObjectiveSpec] | None, caps: dict[str, float]
-                     ) -> tuple[int, list[ObjectiveSpec], dict[str, float]]:
-    """A continued study keeps its seed, metric, objectives and caps: the ones given must match."""
-    attrs = study.user_attrs
-    stored_seed = int(attrs.get("dhns.seed", 0))
-    if seed is not None and seed != stored_seed:
-        raise StudyError(
-            f"study {name!r} was created with --seed {stored_seed}; continue it with that seed "
-            "(or leave --seed out), or start a new study with --study NAME"
-        )
-    if attrs.get("dhns.metric", metric) != metric:
-        raise StudyError(f"study {name!r} optimises {attrs['dhns.metric']}, this space's config says {metric}")
-    stored = study_objectives(study)
-    if specs is not None and [(s.name, s.direction) for s in specs] != [(s.name, s.direction) for s in stored]:
-        raise StudyError(
-            f"study {name!r} was created with the objectives {describe(stored)}; --objective gives "
-            f"{describe(specs)}. Continue it without --objective (or with the same list), or start a new study "
-            "with --study NAME"
-        )
-    stored_caps = study_caps(study)
-    if caps and caps != stored_caps:
-        raise StudyError(
-            f"study {name!r} was created with {_caps_text(stored_caps)}; this run asks for {_caps_text(caps)}. "
-            "Continue it without the caps options (or with the same values), or start a new study with --study NAME"
-        )
-    return stored_seed, stored, stored_caps
-
-
-def _notes(specs: list[ObjectiveSpec], caps: dict[str, float], sampler: str) -> list[str]:
-    notes = []
-    if len(specs) > 1:
-        notes.append(f"{len(specs)} objectives ({describe(specs)}): pruning is off (Optuna's pruners compare one "
-                     "value), every trial trains to the end")
-    if caps:
-        steer = ("the sampler avoids infeasible regions" if sampler in CONSTRAINED_SAMPLERS else
-                 f"--sampler {sampler} does not use them when proposing trials (tpe, nsga2 and gp do)")
-        notes.append(f"caps {_caps_text(caps)}: trials over a cap are kept but marked infeasible; {steer}")
-    return notes
-
-
-def _space_changed(run: PreparedRun) -> list[str]:
-    """A note when the study was created with another version of its space file."""
-    attrs = run.study.user_attrs
-    if attrs.get("dhns.space_sha256", run.space.sha256) == run.space.sha256:
-        return []
-    note = (f"study {run.name!r} was created with another version of its space ({attrs.get('dhns.space')}); "
-            "earlier trials keep their own parameters")
-    return [note]
-
-
 # ----------------------------------------------------------------------------------------- attach
-def attach(run: PreparedRun, options: RunOptions) -> MlflowBridge | None:
-    """Start (or find again) the study's MLflow parent run; None when tracking is off."""
+def attach(run: PreparedRun, options: RunOptions, *, worker: bool = True) -> MlflowBridge | None:
+    """Start (or find again) the study's MLflow parent run; None when tracking is off.  A ``worker``
+    records its start on it (tag ``dhns.worker.<host>.<pid>``)."""
     if options.tracking_uri in (None, "", "none"):
         return None
     bridge = MlflowBridge(prepare_tracking_uri(options.tracking_uri), run.name,
@@ -349,6 +400,8 @@ def attach(run: PreparedRun, options: RunOptions) -> MlflowBridge | None:
         "dhns.caps": ",".join(f"{k}<={v:g}" for k, v in run.caps.items()),
         "dhns.overrides": " ".join(options.overrides),
     }, about=_study_description(run, options))
+    if worker:
+        bridge.set_parent_tags({f"dhns.worker.{_worker_key()}": f"started {_now()} on {options.device or 'auto'}"})
     return bridge
 
 
@@ -364,8 +417,9 @@ def _study_description(run: PreparedRun, options: RunOptions) -> StudyDescriptio
 
 # --------------------------------------------------------------------------------------- optimise
 def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None, *,
-             trainer: Callable[..., Any] | None = None, monitor: Monitor | None = None) -> list[int]:
-    """Run the trials (see the module docstring); returns the numbers of the trials this run made."""
+             trainer: Callable[..., Any] | None = None, monitor: Monitor | None = None,
+             stop: threading.Event | None = None) -> WorkerRun:
+    """Run this worker's trials (see the module docstring and :mod:`.budget`); returns what it did."""
     study = run.study
     if bridge is not None:  # catch up with earlier runs: their crashed children, the space file
         bridge.reconcile({t.number: t.state.name for t in study.get_trials(deepcopy=False)})
@@ -375,22 +429,28 @@ def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None,
         study.enqueue_trial(values, user_attrs={"enqueued_from": source}, skip_if_exists=True)
     objective = Objective(run.space, study_seed=run.seed, overrides=options.overrides, device=options.device,
                           bridge=bridge, dataset=run.dataset, trainer=trainer, objectives=run.objectives,
-                          caps=run.caps, progress=getattr(monitor, "trial_progress", None))
-    new_trials: list[int] = []
+                          caps=run.caps, progress=getattr(monitor, "trial_progress", None),
+                          work_dir=run.work_dir, stop=stop)
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        new_trials.append(trial.number)
-        if bridge is not None:
+        if bridge is None:
+            return
+        try:
             publish_progress(bridge, study, run.objectives, run.caps, step=trial.number)
+        except Exception as err:
+            if not is_tracking_failure(err):
+                raise
+            raise TrackingError(f"{tracking_reason(err)} after trial {trial.number}. The study is consistent "
+                                "(the trial is recorded); run the same command again once the store answers") from None
 
     callbacks = [after_trial] if monitor is None else [after_trial, monitor]
     watching = contextlib.nullcontext() if monitor is None else monitor.watch(run)
     with watching, warnings.catch_warnings():
         # CMA-ES says so after every constrained trial; the note at the start said it once
         warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
-        study.optimize(objective, n_trials=run.n_trials, timeout=options.timeout, catch=(TrialFailed,),
-                       callbacks=callbacks)
-    return new_trials
+        return run_trials(study, objective, storage_url=run.storage_url, n_trials=run.n_trials,
+                          per_worker=options.max_trials_per_worker, timeout=options.timeout, stop=stop,
+                          engine=getattr(run.storage, "engine", None), catch=(TrialFailed,), callbacks=callbacks)
 
 
 # ----------------------------------------------------------------------------------------- finish
@@ -420,6 +480,7 @@ def _summary(run: PreparedRun, bridge: MlflowBridge | None, tracking_uri: str | 
         pruner=run.pruner,
         n_infeasible=len(infeasible(study)),
         notes=run.notes,
+        budget=run.n_trials,
     )
     if len(specs) > 1:
         front = pareto_front(study)

@@ -48,6 +48,7 @@ from mlflow.tracking import MlflowClient
 
 from dhns_search.search.provenance import DatasetSummary, dataset_summary, run_provenance
 from dhns_search.search.run_metrics import rank_policy, validation_metrics
+from dhns_search.search.tracking_store import open_store
 from dhns_search.search.urls import sqlite_path
 from dhns_search.search.views import (
     EXPERIMENT_KIND_TAG,
@@ -91,11 +92,9 @@ _TAG_LIMIT = 5000  # characters kept of a long tag value (MLflow allows 8000)
 
 
 def prepare_tracking_uri(uri: str) -> str:
-    """Create the folder of a SQLite tracking database; other URIs are returned unchanged."""
-    path = sqlite_path(uri)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return uri
+    """Check the store before anything is written to it, create (or migrate) a SQLite store under a file
+    lock, once per process (:func:`~.tracking_store.open_store`); returns ``uri``."""
+    return open_store(uri)
 
 
 def artifact_root_for(uri: str) -> Path:
@@ -401,6 +400,17 @@ class MlflowBridge:
                 TrialRun(self.client, run.info.run_id, number).end(state, reason=reason)
                 fixed += 1
         return fixed
+
+    def close_retried(self, number: int, retry: int) -> None:
+        """Trial ``number`` is continued by trial ``retry``: its run is tagged ``dhns.retried_by`` and, if
+        its process died with it RUNNING, ended KILLED."""
+        flt = (f"tags.`mlflow.parentRunId` = {_quote(self._require_parent())} "
+               f"and tags.`dhns.trial_number` = '{int(number)}'")
+        for run in self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10):
+            self.client.set_tag(run.info.run_id, "dhns.retried_by", str(retry))
+            if run.info.status == "RUNNING":
+                TrialRun(self.client, run.info.run_id, number).end(
+                    "INTERRUPTED", reason=f"its worker stopped; continued by trial {retry}")
 
     def log_parent_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         log_metrics(self.client, self._require_parent(), metrics, step)

@@ -12,8 +12,10 @@ __all__ = [
     "DEFAULT_STUDIES_DB",
     "DEFAULT_STUDIES_DIR",
     "DEFAULT_TRACKING_URI",
+    "default_journal",
     "default_storage",
     "display_url",
+    "journal_path",
     "sqlite_path",
     "sqlite_url",
 ]
@@ -26,6 +28,9 @@ DEFAULT_STUDIES_DB = "studies.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 _SQLITE = "sqlite:///"
+#: a journal file (Optuna's JournalStorage): ``journal:PATH``, for several workers on one machine or a
+#: shared filesystem
+JOURNAL = "journal:"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -34,6 +39,18 @@ def sqlite_path(url: str) -> Path | None:
         rest = url[len(_SQLITE) :]
         return Path(rest) if rest and rest != ":memory:" else None
     return None
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal:PATH`` URL; None for other URLs."""
+    if url.startswith(JOURNAL) and url[len(JOURNAL) :].strip():
+        return Path(url[len(JOURNAL) :].removeprefix("//"))
+    return None
+
+
+def default_journal(study: str, root: Path = DEFAULT_STUDIES_DIR) -> str:
+    """``journal:studies/<study>.journal``: the default storage of ``run --workers N`` (N > 1)."""
+    return f"{JOURNAL}{(root / f'{study}.journal').as_posix()}"
 
 
 def sqlite_url(path: Path) -> str:

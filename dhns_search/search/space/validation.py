@@ -129,7 +129,8 @@ def _check_param(name: str, s: ParamSpec, where: str) -> tuple[list[str], tuple[
     if errors:
         return errors, ()
     if isinstance(s.choices, dict):
-        return errors, _check_bundle(name, s.choices, err)
+        targets = _check_bundle(name, s.choices, err)
+        return _one_choice(s, errors, err), targets
     try:
         ref = resolve_field(name)
     except ConfigError as e:
@@ -139,16 +140,31 @@ def _check_param(name: str, s: ParamSpec, where: str) -> tuple[list[str], tuple[
         err(f"cannot be searched: {RESERVED_PATHS[name]}")
         return errors, ()
     _check_fits_field(name, s, ref, err)
-    return errors, (name,)
+    return _one_choice(s, errors, err), (name,)
+
+
+def _one_choice(s: ParamSpec, errors: list[str], err: _Report) -> list[str]:
+    """A categorical parameter with one choice searches nothing (reported when nothing else is wrong)."""
+    if not errors and s.type == "categorical" and s.choices and len(s.choices) == 1:
+        only = next(iter(s.choices))
+        err(f"one choice ({only!r}) searches nothing; put the value under fixed: instead, or add choices")
+    return errors
 
 
 def _check_numeric_spec(s: ParamSpec, err: _Report) -> None:
     """``float`` / ``int``: bounds, ``log`` and ``step``."""
     if s.choices is not None:
         err(f"choices is for categorical parameters, not {s.type}")
-    if s.low is None or s.high is None:
+    bad = [(k, v) for k, v in (("low", s.low), ("high", s.high), ("step", s.step))
+           if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        key, value = bad[0]
+        err(f"{key} must be a finite number (got {value}); bounds are inclusive values, e.g. 1.0e+6")
+    elif s.low is None or s.high is None:
         err(f"a {s.type} parameter needs low and high")
     else:
+        if s.low == s.high:
+            err(f"low equals high ({s.low}): nothing to search; put the value under fixed: instead")
         if s.type == "int":
             for key, v in (("low", s.low), ("high", s.high), ("step", s.step)):
                 if v is not None and not isinstance(v, int):
@@ -157,7 +173,7 @@ def _check_numeric_spec(s: ParamSpec, err: _Report) -> None:
             err(f"low ({s.low}) is greater than high ({s.high})")
         if s.log and s.low <= 0:
             err(f"log: true needs low > 0 (got low {s.low})")
-    if s.step is not None:
+    if s.step is not None and not bad:
         if s.log:
             err("step cannot be combined with log: true")
         elif s.step <= 0:

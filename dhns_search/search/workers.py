@@ -1,0 +1,201 @@
+"""Several worker processes on one study: ``run --workers N`` / ``--devices`` on this machine, and
+``dhns-search worker`` joining a study from any machine.
+
+:func:`run_workers` prepares the study and its MLflow parent run once (so workers never race their
+creation), then starts one ``python -m dhns_search worker`` process per device slot, each in a session
+of its own with its device, its share of the cores (``torch.set_num_threads``) and ``--no-live``.  The
+workers read what to run from the study (:func:`~.continuation.joined_options`), take trials under the
+study's budget (:mod:`.budget`) and the last one to stop ends the parent run.  The first Ctrl-C or SIGTERM
+is passed on to every worker (each ends its trial at the next batch, checkpointed); a second one too.
+
+Storages: several processes need one that takes concurrent writers (a journal file, Redis, PostgreSQL):
+without ``--storage``, ``journal:studies/<study>.journal``; a SQLite storage is refused with advice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+from rich.console import Console
+
+from dhns_search.errors import ConfigError, StudyError
+from dhns_search.search.options import RunOptions
+from dhns_search.search.urls import default_journal, default_storage, display_url, sqlite_path
+
+__all__ = ["parse_devices", "run_workers", "worker_slots"]
+
+#: seconds between two looks at the study while the workers run (the lines of finished trials)
+POLL_SECONDS = 1.0
+
+
+def parse_devices(text: str) -> list[str]:
+    """``cpu,cuda:0*2,cuda:1`` -> ``["cpu", "cuda:0", "cuda:0", "cuda:1"]`` (``*K``: K workers there)."""
+    slots: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        name, _, count = item.partition("*")
+        name = name.strip()
+        if name not in ("cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+            raise ConfigError(f"--devices: {item!r} is not a device (cpu, cuda or cuda:N, optionally *K for K "
+                              "workers on it, e.g. cuda:0*2)")
+        try:
+            k = int(count) if count else 1
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ConfigError(f"--devices: {item!r}: the number of workers after * must be a positive integer")
+        slots += [name] * k
+    return slots
+
+
+def worker_slots(options: RunOptions) -> list[str | None]:
+    """The device of each worker process (None: the configuration's own) that ``options`` ask for."""
+    if options.workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {options.workers})")
+    if options.devices is None:
+        return [options.device] * options.workers
+    slots = parse_devices(options.devices)
+    if options.workers > 1 and options.workers != len(slots):  # N workers over the listed devices, in turn
+        slots = [slots[i % len(slots)] for i in range(options.workers)]
+    _check_cuda(slots)
+    return list(slots)
+
+
+def _check_cuda(slots: list[str]) -> None:
+    wanted = {s for s in slots if s.startswith("cuda")}
+    if not wanted:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for name in sorted(wanted):
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"--devices {name}: this machine has {count} GPU(s)"
+                              + (f" (cuda:0 to cuda:{count - 1})" if count else ""))
+
+
+def shared_storage(options: RunOptions, name: str) -> str:
+    """The storage of several workers: ``--storage``, else a journal file; SQLite is refused."""
+    url = options.storage
+    if url is None:
+        default = default_storage(name)
+        path = sqlite_path(default)
+        if path is not None and path.is_file():
+            from dhns_search.search.storage import known_studies
+
+            if name in [n for n, _ in known_studies(default)]:
+                raise StudyError(
+                    f"study {name!r} is in {display_url(default)}: SQLite takes one writer, so several workers "
+                    "cannot continue it there. Continue it with one worker, or start a new study for several "
+                    f"workers (the default is a journal file, {default_journal('NEW')}).")
+        return default_journal(name)
+    if sqlite_path(url) is not None:
+        raise StudyError(
+            f"--storage {display_url(url)}: SQLite takes one writer, and several workers on it would collide or "
+            f"propose the same trials. Use --storage {default_journal(name)} (this machine, or a shared "
+            "filesystem), redis://HOST:6379/0, or postgresql+psycopg://USER@HOST:5432/DB (several machines)")
+    return url
+
+
+def _threads(n: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // n)
+
+
+def worker_command(options: RunOptions, name: str, storage: str, device: str | None, threads: int) -> list[str]:
+    """The command line of one worker process."""
+    cmd = [sys.executable, "-m", "dhns_search", "worker", "--study", name, "--storage", storage,
+           "--tracking-uri", options.tracking_uri or "none", "--threads", str(threads),
+           "--work-dir", str(options.work_dir), "--no-live", "--spawned"]
+    if device is not None:
+        cmd += ["--device", device]
+    if options.max_trials_per_worker is not None:
+        cmd += ["--max-trials-per-worker", str(options.max_trials_per_worker)]
+    if options.timeout is not None:
+        cmd += ["--timeout", str(options.timeout)]
+    return cmd
+
+
+def run_workers(options: RunOptions, *, console: Console | None = None, stop: threading.Event | None = None):
+    """Prepare the study, run one worker process per slot, wait for all; returns the study's summary
+    (raises :class:`~.runner.StudyInterrupted` when a stop request ended them)."""
+    from dhns_search.search.runner import StudyInterrupted, _summary, attach, prepare
+    from dhns_search.search.space import load_space
+
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    slots = worker_slots(options)
+    name = options.study or load_space(options.space, overrides=options.overrides).path.stem  # type: ignore[union-attr]
+    storage = shared_storage(options, name)
+    run = prepare(replace(options, study=name, storage=storage))
+    for note in run.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    bridge = attach(run, replace(options, device=None), worker=False)
+    first = len(run.study.get_trials(deepcopy=False))
+    threads = options.threads or _threads(len(slots))
+    console.print(f"study [bold]{name}[/]: {len(slots)} workers ({', '.join(s or 'auto' for s in slots)}; "
+                  f"{threads} thread(s) each) on {display_url(storage)}", highlight=False)
+    procs = [subprocess.Popen(worker_command(options, name, storage, dev, threads), start_new_session=True)
+             for dev in slots]
+    codes = _wait(procs, run.study, console, stop, first)
+    tracking = options.tracking_uri if bridge is not None else None
+    new = [t.number for t in run.study.get_trials(deepcopy=False) if t.number >= first]
+    summary = _summary(run, bridge, tracking, new, ([], {}), time.perf_counter() - t0)
+    if stop is not None and stop.is_set() or any(c in (130, 143, -2, -15) for c in codes):
+        summary.stopped = "interrupted"
+        raise StudyInterrupted(summary)
+    failed = [f"worker {i} ({slots[i] or 'auto'}): exit code {c}" for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise StudyError("; ".join(failed) + " (its message is above); the study is consistent: run the same "
+                         "command again to continue it")
+    summary.stopped = "budget met"
+    return summary
+
+
+def _wait(procs: list[subprocess.Popen], study, console: Console, stop: threading.Event | None,
+          first: int) -> list[int]:
+    """Wait for every worker: print each trial as it finishes, pass stop requests on; returns exit codes."""
+    shown: set[int] = set()
+    passed = False  # the first stop request was passed on to the workers
+    try:
+        while not all(p.poll() is not None for p in procs):
+            if stop is not None and stop.is_set() and not passed:
+                passed = True
+                _signal_all(procs)
+            _show_finished(study, console, shown, first)
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:  # a second request: the workers stop at once too, then this process
+        _signal_all(procs)
+        for p in procs:
+            p.wait()
+        raise
+    _show_finished(study, console, shown, first)
+    return [p.returncode for p in procs]
+
+
+def _signal_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+
+def _show_finished(study, console: Console, shown: set[int], first: int) -> None:
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        if t.number < first or t.number in shown:
+            continue
+        shown.add(t.number)
+        value = "" if t.values is None else f" {t.values[0]:.4f}"
+        why = f" ({t.user_attrs['fail_reason']})" if t.state == TrialState.FAIL and "fail_reason" in t.user_attrs else ""
+        console.print(f"trial {t.number} {t.state.name.lower()}{value}{why} on {t.user_attrs.get('device', '?')}",
+                      highlight=False)

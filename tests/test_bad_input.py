@@ -1,0 +1,177 @@
+"""Bad input refused with one clear message, exit code 2 and nothing stored changed: space files with
+infinite or NaN bounds, equal bounds, one choice, binary content; a study continued with an edited space;
+``train --out`` onto a run folder and ``export --out`` onto a file without ``--force``.  And the way
+out: ``train --resume RUN_DIR`` continues an interrupted run to where an uninterrupted one ends."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from fake_training import fake_run
+from mlflow.tracking import MlflowClient
+from stopping import StopAfter
+from typer.testing import CliRunner
+
+from dhns_search.cli import app
+from dhns_search.config import load_config
+from dhns_search.search.storage import make_storage
+from dhns_search.training.loop import TrainingInterrupted, train
+
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+runner = CliRunner()
+
+SPACE = """
+    fixed: {{data.synth.num_entities: 30, data.synth.num_triples: 200, train.epochs: 2, train.eval_every: 1}}
+    params:
+      train.lr: {{type: float, low: 0.001, high: {high}, log: true}}
+      model.scorer: {{type: categorical, choices: {choices}}}
+"""
+
+
+def _space(folder: Path, high: str = "0.1", choices: str = "[distmult, rotate]") -> Path:
+    path = folder / "bad.yaml"
+    path.write_text(textwrap.dedent(SPACE.format(high=high, choices=choices)), encoding="utf-8")
+    return path
+
+
+def _refused(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output and result.output.count("error:") == 1
+
+
+@pytest.mark.parametrize(("high", "choices", "message"), [
+    (".inf", "[distmult, rotate]", "params.train.lr: high must be a finite number (got inf)"),
+    (".nan", "[distmult, rotate]", "params.train.lr: high must be a finite number (got nan)"),
+    ("0.001", "[distmult, rotate]", "params.train.lr: low equals high (0.001): nothing to search"),
+    ("0.1", "[distmult]", "params.model.scorer: one choice ('distmult') searches nothing"),
+], ids=["inf", "nan", "low-equals-high", "one-choice"])
+def test_a_bad_space_file_is_refused_before_anything_exists(tmp_path, monkeypatch, high, choices, message):
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path, high, choices)
+    _refused(runner.invoke(app, ["run", "--space", str(space), "--no-live"]), message)
+    _refused(runner.invoke(app, ["spaces", "validate", str(space)]), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no studies/, no mlruns/
+
+
+def test_a_binary_space_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(b"\x00\x01\x02\xff\xfe")
+    _refused(runner.invoke(app, ["run", "--space", "bin.yaml", "--no-live"]), "binary data, not a text file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.yaml"]
+
+
+def fake_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
+    return fake_run(cfg, callbacks, value=lambda e: cfg.train.lr * e, stats=lambda e: {"epoch_seconds": 0.01},
+                    fingerprint="fake")
+
+
+def test_a_study_continued_with_an_edited_space_is_refused_naming_the_change(tmp_path, monkeypatch):
+    from dhns_search.search.options import RunOptions
+    from dhns_search.search.runner import run_study
+
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path)
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    run_study(RunOptions(space=space, study="edited", n_trials=2, sampler="random", pruner="none",
+                         tracking_uri=tracking), trainer=fake_train)
+    storage = make_storage(f"sqlite:///{tmp_path / 'studies' / 'studies.db'}")
+    before = optuna.load_study(study_name="edited", storage=storage)
+    trials_before, attrs_before = [(t.number, t.state) for t in before.trials], dict(before.user_attrs)
+    client = MlflowClient(tracking)
+    runs_before = {r.info.run_id: r.info.status for r in client.search_runs([client.get_experiment_by_name(
+        "edited").experiment_id])}
+
+    _space(tmp_path, high="0.5", choices="[distmult, transe]")  # the user edits the space
+    result = runner.invoke(app, ["run", "--space", str(space), "--study", "edited", "-n", "4", "--no-live",
+                                 "--tracking-uri", tracking])
+    _refused(result, "was created with another search space")
+    assert "parameter train.lr: high 0.1 -> 0.5" in result.output
+    assert "parameter model.scorer: choices ['distmult', 'rotate'] -> ['distmult', 'transe']" in result.output
+    after = optuna.load_study(study_name="edited", storage=storage)
+    assert [(t.number, t.state) for t in after.trials] == trials_before and dict(after.user_attrs) == attrs_before
+    runs_after = {r.info.run_id: r.info.status for r in client.search_runs([client.get_experiment_by_name(
+        "edited").experiment_id])}
+    assert runs_after == runs_before and "FINISHED" in runs_after.values()
+
+
+def _export_study(tmp_path: Path) -> None:
+    from dhns_search.search.options import RunOptions
+    from dhns_search.search.runner import run_study
+
+    run_study(RunOptions(space=_space(tmp_path), study="ex", n_trials=2, sampler="random", pruner="none",
+                         tracking_uri="none"), trainer=fake_train)
+
+
+def test_export_out_onto_an_existing_file_needs_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _export_study(tmp_path)
+    (tmp_path / "best.yaml").write_text("mine\n")
+    _refused(runner.invoke(app, ["export", "ex", "--out", "best.yaml"]), "best.yaml exists already")
+    assert (tmp_path / "best.yaml").read_text() == "mine\n"
+    result = runner.invoke(app, ["export", "ex", "--out", "best.yaml", "--force"])
+    assert result.exit_code == 0, result.output
+    assert load_config(tmp_path / "best.yaml").provenance["study"] == "ex"
+
+
+FAST = ["data.synth.num_entities=60", "data.synth.num_relations=4", "data.synth.num_triples=600",
+        "data.synth.visual_dim=8", "data.synth.textual_dim=8", "model.dim=8", "negatives.num=4", "dhns.steps=10",
+        "train.epochs=4", "train.eval_every=2", "train.batch_size=128", "train.eval_batch_size=128",
+        "train.lr=0.02", "train.progress=false"]
+
+
+def test_train_out_onto_a_run_folder_needs_force_and_resume_continues_it(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = load_config(preset="dhns-distmult", overrides=FAST)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, run_dir=run_dir, stop=StopAfter(3))  # an interrupted run: its folder and checkpoint
+    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
+    args = ["train", "--preset", "dhns-distmult", *[a for o in FAST for a in ("--set", o)]]
+    _refused(runner.invoke(app, [*args, "--out", str(run_dir)]), f"--out {run_dir} holds a run already")
+    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint  # untouched
+
+    result = runner.invoke(app, ["train", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    whole = train(cfg)
+    resumed = json.loads((run_dir / "result.json").read_text())
+    assert resumed["best_value"] == whole.best_value and resumed["test"] == whole.test
+
+    result = runner.invoke(app, [*args, "--out", str(run_dir), "--force"])
+    assert result.exit_code == 0, result.output
+    _refused(runner.invoke(app, ["train", "--resume", str(tmp_path)]), "no config.yaml there")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--devices", "gpu0"], "--devices: 'gpu0' is not a device (cpu, cuda or cuda:N"),
+    (["--devices", "cpu*0"], "the number of workers after * must be a positive integer"),
+    (["--devices", "cuda:7"], "--devices cuda:7: this machine has"),
+    (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N (got 'tpu')"),
+    (["--workers", "0"], "--workers must be at least 1 (got 0)"),
+    (["--workers", "2", "--storage", "sqlite:///s.db"], "SQLite takes one writer, and several workers on it"),
+], ids=["not-a-device", "zero-slots", "no-such-gpu", "bad-device", "no-workers", "workers-on-sqlite"])
+def test_bad_worker_and_device_options_are_refused_before_anything_exists(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path)
+    _refused(runner.invoke(app, ["run", "--space", str(space), "--tracking-uri", "none", *args]), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_second_process_on_a_sqlite_study_is_refused_and_a_worker_needs_a_study(tmp_path, monkeypatch):
+    from dhns_search.search.locks import file_lock
+
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path)
+    db = tmp_path / "studies" / "studies.db"
+    held = file_lock(db, suffix=".bad.run", timeout=0)
+    held.acquire()  # another `run` of the study is going on
+    try:
+        _refused(runner.invoke(app, ["run", "--space", str(space), "--tracking-uri", "none", "-n", "1"]),
+                 "is being run by another process: SQLite takes one writer")
+    finally:
+        held.release()
+    assert not db.exists()
+    _refused(runner.invoke(app, ["worker", "--study", "bad", "--storage", f"journal:{tmp_path / 'w.journal'}"]),
+             "w.journal: no such journal file")

@@ -1,0 +1,278 @@
+"""Studies that survive signals and dead workers, with real processes and the real trainer:
+
+- Ctrl-C / SIGTERM during ``run``: the trial stops at a batch boundary, checkpointed; Optuna records it
+  FAIL ("interrupted") and queues it again; its MLflow run and the parent end KILLED; one line says how to
+  continue, and that command resumes the trial from its checkpoint to the value an uninterrupted run gets;
+- a second Ctrl-C still leaves both stores consistent;
+- a worker killed with SIGKILL in the middle of a trial, on PostgreSQL with an MLflow server (itself on
+  PostgreSQL, as in the README's multi-machine example): the other
+  workers retry the trial from its checkpoint and the study ends with exactly its budget;
+- ``run --workers 2`` on the default journal storage: the budget is met exactly, both workers ran trials.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from services import mlflow_server, require_postgres, scratch_postgres_database
+from typer.testing import CliRunner
+
+from dhns_search.cli import app
+from dhns_search.config.models import RunConfig
+from dhns_search.data import load_from_config
+from dhns_search.search import trial_data
+from dhns_search.search.recovery import budget_used
+from dhns_search.search.storage import make_storage
+from dhns_search.training import train
+
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+SPACE = """
+    description: Fault tests; the real trainer on a 60-entity graph, 4 epochs.
+    fixed:
+      data.synth.num_entities: 60
+      data.synth.num_relations: 4
+      data.synth.num_triples: 600
+      data.synth.visual_dim: 8
+      data.synth.textual_dim: 8
+      model.dim: 8
+      negatives.num: 4
+      dhns.steps: 10
+      train.epochs: 4
+      train.eval_every: 1
+      train.batch_size: 128
+      train.eval_batch_size: 128
+    params:
+      train.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}
+      model.scorer: {type: categorical, choices: [distmult, transe]}
+"""
+
+
+def _space(folder: Path, name: str = "faults") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(SPACE), encoding="utf-8")
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _start(folder: Path, args: list[str], *, pause_at: int | None = 2, hold: bool = False) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "tests" / "killable.py"), str(folder)]
+    if pause_at is not None:
+        cmd += ["--pause-at", str(pause_at)] + (["--hold"] if hold else [])
+    return subprocess.Popen([*cmd, "--", *args], cwd=folder, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the run ended (code {proc.returncode}) before {path.name}:\n{out}\n{err}")
+        assert time.monotonic() < deadline, f"{path.name} did not appear"
+        time.sleep(0.05)
+
+
+def _stores(folder: Path) -> list[str]:
+    """Absolute store URLs (MLflow caches a store by its URI, so a relative one would follow the first
+    test's working directory in this process)."""
+    return ["--storage", f"sqlite:///{folder / 'studies' / 'studies.db'}",
+            "--tracking-uri", f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"]
+
+
+def _uninterrupted_value(trial: optuna.trial.FrozenTrial) -> float:
+    """The best validation value of the trial's configuration and seed, trained in one go."""
+    cfg = RunConfig.model_validate(trial_data.read(trial, "config"))
+    return train(cfg, dataset=load_from_config(cfg.data)).best_value
+
+
+def _runs(tracking: str, study: str) -> list:
+    client = MlflowClient(tracking)
+    return client.search_runs([client.get_experiment_by_name(study).experiment_id])
+
+
+def _interrupted_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_ends_the_trial_cleanly_and_the_printed_command_resumes_it(tmp_path, monkeypatch, sig):
+    args = ["run", "--space", str(_space(tmp_path)), "--n-trials", "2", "--sampler", "random", "--pruner", "none",
+            "--no-live", *_stores(tmp_path)]
+    proc = _start(tmp_path, args)
+    _wait_for(tmp_path / "paused", proc)  # trial 0 evaluated epoch 2 and checkpointed
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig and "Traceback" not in err
+    line = _interrupted_line(err)
+    assert line.startswith("interrupted; continue with: dhns-search run --study faults --space ")
+
+    storage = f"sqlite:///{tmp_path / 'studies' / 'studies.db'}"
+    study = optuna.load_study(study_name="faults", storage=make_storage(storage, create=False))
+    dead, queued = study.trials
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"] == "interrupted"
+    assert dead.user_attrs["interrupted_at"] == "epoch 3, batch 0"  # the next batch boundary
+    assert queued.state == TrialState.WAITING and queued.system_attrs["failed_trial"] == 0
+    assert (Path(dead.system_attrs["dhns.run_dir"]) / "checkpoint.pt").is_file()
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    runs = {r.data.tags["dhns.role"]: r for r in _runs(tracking, "faults")}
+    assert runs["parent"].info.status == "KILLED"
+    assert runs["trial"].info.status == "KILLED" and runs["trial"].data.tags["dhns.fail_reason"] == "interrupted"
+
+    monkeypatch.chdir(tmp_path)  # the printed command, as the user would type it
+    result = runner.invoke(app, shlex.split(line.split("continue with: ", 1)[1])[1:])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="faults", storage=make_storage(storage, create=False))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert budget_used(study) == 2  # the interrupted trial counts once, through its retry
+    retry = study.trials[1]
+    assert retry.user_attrs["resumed_from_epoch"] == 2 and retry.user_attrs["retry_of"] == 0
+    assert sorted(retry.intermediate_values) == [1, 2, 3, 4]  # epochs 1-2 inherited, 3-4 reported
+    assert retry.user_attrs["seed"] == dead.user_attrs["seed"]
+    assert retry.value == _uninterrupted_value(retry)
+    runs = _runs(tracking, "faults")
+    assert {r.info.status for r in runs} == {"FINISHED", "KILLED"} and not [r for r in runs if r.info.status == "RUNNING"]
+    killed = next(r for r in runs if r.data.tags.get("dhns.trial_number") == "0")
+    assert killed.data.tags["dhns.retried_by"] == "1"
+    assert next(r for r in runs if r.data.tags["dhns.role"] == "parent").info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_leaves_both_stores_consistent(tmp_path, monkeypatch):
+    args = ["run", "--space", str(_space(tmp_path)), "--n-trials", "1", "--sampler", "random", "--pruner", "none",
+            "--no-live", *_stores(tmp_path)]
+    proc = _start(tmp_path, args, hold=True)
+    _wait_for(tmp_path / "paused", proc)
+    proc.send_signal(signal.SIGINT)
+    _wait_for(tmp_path / "stopping", proc)  # the first request was seen; the trial does not get to stop
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in err
+    _interrupted_line(err)
+    storage = f"sqlite:///{tmp_path / 'studies' / 'studies.db'}"
+    study = optuna.load_study(study_name="faults", storage=make_storage(storage, create=False))
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert {r.info.status for r in _runs(tracking, "faults")} == {"KILLED"}  # parent and trial run
+
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="faults", storage=make_storage(storage, create=False))
+    assert study.trials[1].state == TrialState.COMPLETE and study.trials[1].user_attrs["resumed_from_epoch"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_worker_killed_mid_trial_is_retried_from_its_checkpoint_on_postgres_and_mlflow_server(tmp_path):
+    pg = require_postgres()
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    space = _space(tmp_path)
+    try:
+        with scratch_postgres_database("mlflow") as backend, mlflow_server(tmp_path, backend) as server:
+            first = _start(tmp_path, ["run", "--space", str(space), "--study", name, "--storage", pg,
+                                      "--tracking-uri", server, "--n-trials", "5", "--sampler", "random",
+                                      "--pruner", "none", "--no-live"])
+            _wait_for(tmp_path / "paused", first)  # worker 1 is in the middle of trial 0, checkpointed at epoch 2
+            first.kill()
+            first.communicate()
+            shown = runner.invoke(app, ["status", name, "--storage", pg])
+            assert shown.exit_code == 0 and "budget: 1 of 5 trials" in shown.output
+            assert "trial 0 is RUNNING but its worker (process" in shown.output
+            joiners = [_start(tmp_path, ["worker", "--study", name, "--storage", pg, "--tracking-uri", server,
+                                         "--no-live"], pause_at=None) for _ in range(2)]
+            for p in joiners:
+                _out, err = p.communicate(timeout=600)
+                assert p.returncode == 0 and "Traceback" not in err, err
+            study = optuna.load_study(study_name=name, storage=make_storage(pg))
+            states = [t.state for t in study.trials]
+            assert budget_used(study) == 5 and TrialState.RUNNING not in states and TrialState.WAITING not in states
+            assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 5
+            dead = study.trials[0]
+            assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
+            retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+            assert retry.user_attrs["resumed_from_epoch"] == 2 and retry.state == TrialState.COMPLETE
+            assert retry.value == _uninterrupted_value(retry)
+            workers = {t.system_attrs["dhns.worker"]["pid"] for t in study.trials}
+            assert len(workers) == 3  # the killed worker and the two that joined
+            runs = _runs(server, name)
+            assert not [r for r in runs if r.info.status == "RUNNING"]
+            parent = next(r for r in runs if r.data.tags["dhns.role"] == "parent")
+            assert parent.info.status == "FINISHED"
+            assert len([k for k in parent.data.tags if k.startswith("dhns.worker.")]) == 3
+            killed = next(r for r in runs if r.data.tags.get("dhns.trial_number") == "0")
+            assert killed.info.status in ("KILLED", "FAILED") and killed.data.tags["dhns.retried_by"] == str(retry.number)
+            assert sorted(int(r.data.tags["dhns.trial_number"]) for r in runs if r.data.tags["dhns.role"] == "trial") \
+                == [t.number for t in study.trials]
+    finally:
+        optuna.delete_study(study_name=name, storage=make_storage(pg))
+
+
+@pytest.mark.slow
+def test_two_worker_processes_meet_the_budget_exactly_on_the_default_journal(tmp_path):
+    args = ["run", "--space", str(_space(tmp_path)), "--workers", "2", "--n-trials", "5", "--sampler", "random",
+            "--pruner", "none", "--tracking-uri", "none"]
+    done = subprocess.run([sys.executable, "-m", "dhns_search", *args], check=False, cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "2 workers (auto, auto; 1 thread(s) each)" in done.stderr + done.stdout
+    study = optuna.load_study(study_name="faults", storage=make_storage("journal:" + str(tmp_path / "studies" /
+                                                                                       "faults.journal")))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    assert len({t.system_attrs["dhns.worker"]["pid"] for t in study.trials}) == 2
+    assert {t.user_attrs["device"] for t in study.trials} == {"cpu"}
+    assert len({t.params["train.lr"] for t in study.trials}) == 5  # the workers' samplers differ
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_run_with_workers_stops_every_worker_cleanly_and_the_same_command_finishes(tmp_path):
+    """The signal reaches the parent only (as ``kill -INT``): it passes it on; one line, exit 130, no
+    trial left RUNNING; the same command then meets the budget exactly."""
+    import optuna
+
+    journal = tmp_path / "w.journal"
+    args = [sys.executable, "-m", "dhns_search", "run", "--space", str(_space(tmp_path)), "--workers", "2",
+            "--n-trials", "4", "--sampler", "random", "--pruner", "none", "--tracking-uri", "none",
+            "--storage", f"journal:{journal}", "--set", "train.epochs=30"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("studies/work/faults-*/trial-000*/checkpoint.pt")):  # a trial is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in err + out, err
+    assert _interrupted_line(err).startswith("interrupted; continue with: dhns-search run --study faults")
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted and all(t.user_attrs["fail_reason"] == "interrupted" for t in interrupted)
+    queued = sorted(t.system_attrs["failed_trial"] for t in study.trials if t.state == TrialState.WAITING)
+    assert queued == [t.number for t in interrupted]
+
+    done = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert budget_used(study) == 4 and {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.FAIL}
+    assert [t for t in study.trials if t.system_attrs.get("failed_trial") is not None
+            and t.state == TrialState.COMPLETE and t.user_attrs.get("resumed_from_epoch", 0) > 0]
