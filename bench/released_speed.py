@@ -29,6 +29,7 @@ Wall time per step is the median over repetitions; user and system CPU time come
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import statistics
@@ -58,8 +59,8 @@ def released_step_fn(root: Path, args, ds):
     img, text = (torch.randn(ds.num_entities, w, generator=g) for w in (383, 384))  # unused by the plain step
     kgc = AdvMixDistMult(ent_tot=ds.num_entities, rel_tot=ds.num_relations, dim=args.dim, margin=200.0,
                          epsilon=2.0, img_emb=img, text_emb=text)
-    strategy = NegativeSampling_complex(model=kgc, loss=SigmoidLoss(adv_temperature=0.5), batch_size=args.batch,
-                                        l3_regul_rate=5e-6)
+    strategy = NegativeSampling_complex(model=kgc, loss=SigmoidLoss(adv_temperature=0.5),
+                                        batch_size=args.batch, l3_regul_rate=5e-6)
     opt = torch.optim.Adam(strategy.parameters(), lr=args.lr, weight_decay=0)  # Trainer_dhns.run, "adam"
 
     def step(batch, neg, tail: bool):
@@ -91,7 +92,10 @@ def our_step_fns(cfg, ds):
             model.candidate_scoring = fast
             opt.zero_grad(set_to_none=True)
             pos, neg_score = model.score_batch(batch, neg)
-            penalty = regularization_loss(model, cfg.loss) if fast else sum(x.abs().pow(3).sum() for x in tables)
+            if fast:
+                penalty = regularization_loss(model, cfg.loss)
+            else:  # autograd's L3, as before this branch
+                penalty = sum(x.abs().pow(3).sum() for x in tables)
             (kgc_loss(pos, neg_score, cfg.loss) + cfg.loss.reg_weight * penalty).backward()
             opt.step()
 
@@ -130,7 +134,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--negatives", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.002)
-    ap.add_argument("--batches", type=int, default=4, help="distinct batches per round (tail and head alternate)")
+    ap.add_argument("--batches", type=int, default=4, help="distinct batches per round (tail, head, ...)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
@@ -156,7 +160,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         released = released_step_fn(cpu_copy(args.released, Path(tmp)), args, ds)
         plain, ours = our_step_fns(cfg, ds)
-        sample = lambda b, neg, tail, i=iter(range(10**9)): sampler.sample(b, next(i), rng)
+        calls = itertools.count()
+
+        def sample(batch, neg, tail):  # our filtered sampler on the same positives (batch counter: side)
+            sampler.sample(batch, next(calls), rng)
+
         load_before = load_average()
         runs = interleaved({"released": released, "ours, plain path": plain, "ours": ours,
                             "our negative sampling": sample}, work, args.repeats)
@@ -167,13 +175,19 @@ def main() -> None:
 def report(args, runs, load_before: str, load_after: str) -> None:
     med = {name: [statistics.median(x[i] for x in rows) for i in range(3)] for name, rows in runs.items()}
     rel = med["released"][0]
-    lines = [
+    setting = (
         f"{args.data.name}, DistMult, dim {args.dim}, batch {args.batch}, {args.negatives} filtered uniform "
         f"negatives (tail and head batches alternating), self-adversarial loss, L3 5e-6, Adam; "
-        f"{torch.get_num_threads()} torch thread(s); {args.batches} batches per round, {args.repeats} interleaved "
-        f"rounds after a warm-up; median per step.",
+        f"{torch.get_num_threads()} torch thread(s); {args.batches} batches per round, {args.repeats} "
+        f"interleaved rounds after a warm-up; median per step."
+    )
+    machine = (
         f"CPU flags: {cpu_flags()}. Load average (1, 5, 15 min) before: {load_before}; after: {load_after} "
-        f"on {os.cpu_count()} cores (other processes share the machine).",
+        f"on {os.cpu_count()} cores (other processes share the machine)."
+    )
+    lines = [
+        setting,
+        machine,
         "",
         "| step | wall s / batch | user CPU s | system CPU s | wall / released |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -181,11 +195,13 @@ def report(args, runs, load_before: str, load_after: str) -> None:
     for name, (wall, user, system) in med.items():
         lines.append(f"| {name} | {wall:.3f} | {user:.3f} | {system:.3f} | {wall / rel:.2f} |")
     ours, plain, sample = med["ours"][0], med["ours, plain path"][0], med["our negative sampling"][0]
-    lines += ["", f"ours / released: {ours / rel:.2f}; ours with our sampling / released (sampling not timed on "
-              f"its side): {(ours + sample) / rel:.2f}; ours / our plain path: {ours / plain:.2f} "
-              f"({plain / ours:.1f}x faster).",
-              "Per round, wall s / batch: " + "; ".join(
-                  f"{name} " + ", ".join(f"{x[0]:.3f}" for x in rows) for name, rows in runs.items()) + "."]
+    summary = (
+        f"ours / released: {ours / rel:.2f}; ours with our sampling / released (sampling not timed on its "
+        f"side): {(ours + sample) / rel:.2f}; ours / our plain path: {ours / plain:.2f} "
+        f"({plain / ours:.1f}x faster)."
+    )
+    rounds = "; ".join(f"{name} " + ", ".join(f"{x[0]:.3f}" for x in rows) for name, rows in runs.items())
+    lines += ["", summary, f"Per round, wall s / batch: {rounds}."]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

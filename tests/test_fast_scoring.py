@@ -116,7 +116,8 @@ def test_negatives_that_keep_no_side_fall_back_to_triple_scoring():
 
 def test_sampled_dot_matches_gathered_products_with_repeats_and_any_query_order():
     g = torch.Generator().manual_seed(0)
-    q, table = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(9, 5, generator=g, dtype=torch.float64)
+    q = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    table = torch.randn(9, 5, generator=g, dtype=torch.float64)
     cand = torch.randint(9, (3, 8), generator=g)
     cand[0, :3] = 4  # repeated candidates in one row
     query = torch.randint(6, (3, 8), generator=g)
@@ -145,8 +146,8 @@ def _curve(fast: bool, preset: str):
     KGEModel.candidate_scoring = fast
     try:
         cfg = load_config(preset=preset, overrides=[
-            "model.dim=32", "negatives.num=16", "train.epochs=4", "train.eval_every=2", "train.batch_size=2048",
-            "train.lr=0.02", "train.progress=false"])
+            "model.dim=32", "negatives.num=16", "train.epochs=4", "train.eval_every=2",
+            "train.batch_size=2048", "train.lr=0.02", "train.progress=false"])
         return train(cfg, dataset=_curve.dataset)
     finally:
         KGEModel.candidate_scoring = True

@@ -11,15 +11,19 @@ matrix product: the entries ``(b, c)`` of ``Q @ X^T`` at the sampled pairs only.
 * backward: with ``G`` the CSR matrix of the score gradients at the same pattern, ``dQ = G @ X`` and
   ``dX = G^T @ Q`` (sparse times dense).
 
-Neither pass allocates anything of size ``B * K * w``: the plain path gathers ``[B, K, w]`` candidate
-vectors, multiplies, and in the backward pass writes a ``[B, K, w]`` gradient and index-puts it into the
-table (measured: about 8x the time of this path on MKG-Y at d = 256, K = 64, and most of it system time
-spent on page faults of the large temporaries; ``docs/benchmarks.md``).  The sums run in a different order
+On the CPU neither pass allocates anything of size ``B * K * w``.  The plain path gathers ``[B, K, w]``
+candidate vectors, multiplies, and in the backward pass writes a ``[B, K, w]`` gradient and index-puts it
+into the table: on MKG-Y (d = 256, K = 64, one thread) its whole training step takes about 9x as long as
+the step with this path, and spends more time in the kernel (page faults of the large temporaries) than
+in user code (``bench/released_speed.py``, ``docs/benchmarks.md``).  The sums run in a different order
 than ``(q * x).sum(-1)``, so scores and gradients agree with the plain path to float rounding
 (``tests/test_fast_scoring.py``), not bit for bit; each run is itself repeatable bit for bit on the CPU.
 
 :func:`unique_ids` is ``torch.unique(..., return_inverse=True)`` for ids in ``[0, n)`` by counting
 (``O(len + n)``) instead of sorting.
+
+On other devices :func:`sampled_dot` gathers the candidates and multiplies (the query still composed once
+per positive): the sparse kernels have not been run on a GPU in this project.
 """
 
 from __future__ import annotations
@@ -32,14 +36,14 @@ __all__ = ["sampled_dot", "unique_ids"]
 
 
 def unique_ids(ids: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids: [m] long in ``[0, n)`` -> (sorted distinct ids [u], inverse [m] with ``distinct[inverse] == ids``)."""
+    """ids: [m] long in ``[0, n)`` -> (sorted distinct ids [u], inverse [m]: ``distinct[inverse] == ids``)."""
     present = torch.bincount(ids, minlength=n) > 0
     distinct = present.nonzero().squeeze(1)
     position = present.cumsum(0) - 1  # position of each present id among the distinct ones
     return distinct, position[ids]
 
 
-def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+def _csr(crow: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]):
     with warnings.catch_warnings():  # "sparse CSR support is in beta state", once per process
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
@@ -49,7 +53,7 @@ class _SampledDot(torch.autograd.Function):
     """``out[i] = q[row i] . table[cols[i]]`` for pairs sorted by query row (CSR row pointers ``crow``)."""
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, table: torch.Tensor, crow: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, q: torch.Tensor, table: torch.Tensor, crow: torch.Tensor, cols: torch.Tensor):
         shape = (q.shape[0], table.shape[0])
         pattern = _csr(crow, cols, q.new_zeros(cols.shape[0]), shape)
         out = torch.sparse.sampled_addmm(pattern, q, table.t(), beta=0.0).values()
@@ -80,6 +84,9 @@ def sampled_dot(
         [B, K] scores, differentiable in ``q`` and ``table``.
     """
     b, k = cand.shape
+    if q.device.type != "cpu":  # the sparse kernels are measured and tested on the CPU only
+        x = table[cand]  # [B, K, w]
+        return (x * (q.unsqueeze(1) if query is None else q[query])).sum(-1)
     dtype = torch.promote_types(q.dtype, table.dtype)
     q, table = q.to(dtype).contiguous(), table.to(dtype).contiguous()
     if query is None:

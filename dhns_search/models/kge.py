@@ -232,7 +232,9 @@ def _corrupted_heads(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor | Non
     negative changes the relation or both sides.  A negative equal to its positive counts as tail-corrupted
     (both readings give the same score)."""
     if neg.dim() != 3 or pos.dim() != 2 or neg.shape[0] != pos.shape[0] or neg.shape[-1] != 3:
-        raise ValueError(f"expected pos [B, 3] and neg [B, K, 3], got {tuple(pos.shape)} and {tuple(neg.shape)}")
+        raise ValueError(
+            f"expected pos [B, 3] and neg [B, K, 3], got {tuple(pos.shape)} and {tuple(neg.shape)}"
+        )
     same = neg == pos.unsqueeze(1)  # [B, K, 3]
     heads = ~same[..., 0]
     if not bool((same[..., 1] & (same[..., 0] | same[..., 2])).all()):

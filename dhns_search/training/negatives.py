@@ -259,7 +259,9 @@ class NegativeSampler(ABC):
             self._fallback(neg, heads, bad, generator)
         return neg
 
-    def _fallback(self, neg: torch.Tensor, heads: torch.Tensor, bad: torch.Tensor, generator: torch.Generator) -> None:
+    def _fallback(
+        self, neg: torch.Tensor, heads: torch.Tensor, bad: torch.Tensor, generator: torch.Generator
+    ) -> None:
         """Replace, in place, the negatives of ``neg`` [B, K, 3] marked ``bad`` [B, K] (still training
         triples after the rounds) by a uniform draw among the entities that give no training triple."""
         rows, cols = bad.nonzero(as_tuple=True)
