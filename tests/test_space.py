@@ -296,6 +296,37 @@ def test_parameter_also_fixed(tmp_path):
     assert "train.lr is also under fixed:" in msg
 
 
+def test_one_path_set_by_two_parameters_only_when_their_conditions_exclude_each_other(tmp_path):
+    both = """
+        params:
+          model.scorer: {type: categorical, choices: [distmult, rotate, transe]}
+          model.gamma: {type: float, low: 4.0, high: 24.0, when: {model.scorer: %s}}
+          distmult_init:
+            type: categorical
+            when: {model.scorer: distmult}
+            choices: {large: {model.gamma: 200.0}, small: {model.gamma: 11.0}}
+    """
+    msg = error_of(tmp_path, both % "[rotate, distmult]")
+    assert "params.distmult_init: sets model.gamma, which parameter 'model.gamma' sets too" in msg
+
+    space = load_space(write(tmp_path, both % "[rotate, transe]", "ok.yaml"))
+    seen: dict[str, set] = {}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        sampled = suggest(trial, space)
+        config = space.config(sampled)
+        scorer = sampled["model.scorer"]
+        if scorer == "distmult":
+            assert "model.gamma" not in sampled
+            assert config.model.gamma == {"large": 200.0, "small": 11.0}[sampled["distmult_init"]]
+        else:
+            assert "distmult_init" not in sampled and config.model.gamma == sampled["model.gamma"]
+        seen.setdefault(scorer, set()).add(config.model.gamma)
+        study.tell(trial, 0.0)
+    assert seen["distmult"] == {200.0, 11.0} and len(seen["rotate"] | seen["transe"]) > 2
+
+
 def test_unknown_preset_base(tmp_path):
     msg = error_of(tmp_path, """
         base: preset:nope

@@ -13,6 +13,7 @@ import graphlib
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -98,21 +99,35 @@ def _load_base(base: str | None, space_path: Path | None, source: str) -> dict:
 
 # ------------------------------------------------------------------------------------ parameters
 def _check_params(spec: SpaceFile, source: str, errors: list[str]) -> dict[str, Param]:
-    """Every parameter checked on its own, then that no config path is set twice."""
+    """Every parameter checked on its own, then that no config path is set twice (two parameters whose
+    conditions exclude each other may set the same path: only one of them is ever sampled)."""
     params: dict[str, Param] = {}
-    owner: dict[str, str] = {}  # config path -> parameter setting it
+    owners: dict[str, list[str]] = {}  # config path -> parameters setting it
     for name, pspec in spec.params.items():
         where = f"{source}: params.{name}"
         errs, targets = _check_param(name, pspec, where)
         errors += errs
         for t in targets:
-            if t in owner:
-                errors.append(f"{where}: sets {t}, which parameter {owner[t]!r} sets too")
-            owner.setdefault(t, name)
+            clash = next((o for o in owners.get(t, []) if not _exclusive(spec.params[o], pspec)), None)
+            if clash is not None:
+                errors.append(f"{where}: sets {t}, which parameter {clash!r} sets too "
+                              "(allowed only when their conditions exclude each other)")
+            owners.setdefault(t, []).append(name)
             if t in spec.fixed:
                 errors.append(f"{where}: {t} is also under fixed:; keep one")
         params[name] = Param(name, pspec, targets)
     return params
+
+
+def _exclusive(a: ParamSpec, b: ParamSpec) -> bool:
+    """True when two parameters' conditions can never hold together: both name one parameter in their
+    ``when`` and allow disjoint values of it."""
+    def values(v: Any) -> list:
+        return v if isinstance(v, list) else [v]
+
+    shared = set(a.when or {}) & set(b.when or {})
+    return any(not any(v in values(b.when[k]) for v in values(a.when[k]))  # type: ignore[index]
+               for k in shared)
 
 
 def _check_param(name: str, s: ParamSpec, where: str) -> tuple[list[str], tuple[str, ...]]:
