@@ -100,16 +100,23 @@ def _rdb(url: str, kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
         raise StudyError(f"storage {display_url(url)}: {type(err).__name__}: {first}") from None
 
 
+def _existing_file(shown: str, path: Path, create: bool, kind: str) -> bool:
+    """Whether the storage file exists; a folder, or a missing file when not creating, is refused (a
+    missing file to create gets its parent folder)."""
+    if path.is_dir():
+        raise StudyError(f"storage {shown}: {path} is a folder, not a {kind}")
+    if path.exists():
+        return True
+    if not create:
+        raise StudyError(f"storage {shown}: no such {kind} {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return False
+
+
 def _journal_file(url: str, path: Path, create: bool) -> optuna.storages.JournalStorage:
     from optuna.storages.journal import JournalFileBackend
 
-    if path.is_dir():
-        raise StudyError(f"storage {url}: {path} is a folder, not a journal file")
-    if not path.exists():
-        if not create:
-            raise StudyError(f"storage {url}: no such journal file {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    elif path.stat().st_size and path.read_bytes()[:1] != b"{":
+    if _existing_file(url, path, create, "journal file") and path.stat().st_size and path.read_bytes()[:1] != b"{":
         raise StudyError(f"storage {url}: {path} is not an Optuna journal file (it does not hold JSON lines)")
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -136,12 +143,7 @@ def _journal_redis(url: str) -> optuna.storages.JournalStorage:
 def _check_sqlite(url: str, path: Path, create: bool) -> None:
     """Refuse a missing (when reading), foreign, unreadable or locked SQLite file with one message."""
     shown = display_url(url)
-    if path.is_dir():
-        raise StudyError(f"storage {shown}: {path} is a folder, not a database file")
-    if not path.exists():
-        if not create:
-            raise StudyError(f"storage {shown}: no such database file {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not _existing_file(shown, path, create, "database file"):
         return
     try:
         with path.open("rb") as f:
