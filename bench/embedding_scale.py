@@ -35,12 +35,8 @@ def entity_rms(state: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def best_state(checkpoint: dict) -> dict | None:
-    best = checkpoint.get("best")
-    if isinstance(best, dict):
-        for key in ("model", "state", "model_state"):
-            if isinstance(best.get(key), dict):
-                return best[key]
-    return None
+    """The restored best validation state of a checkpoint (format 2: ``best.model``), None before one."""
+    return (checkpoint.get("best") or {}).get("model")
 
 
 def collect(folder: Path) -> dict[str, dict[str, dict[str, list[float]]]]:
