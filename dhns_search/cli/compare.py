@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -32,32 +30,24 @@ def compare_command(
     ones resume from their checkpoint).  Ctrl-C or SIGTERM stops at the next batch and checkpoints.
     """
     from dhns_search.ablation import run_ablation
+    from dhns_search.cli._signals import stop_on_signals
+    from dhns_search.training.loop import TrainingInterrupted
 
     command = "dhns-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    stop = threading.Event()
-
-    def request_stop(signum, frame):  # first signal: stop at the next batch; second: stop now
-        stop.set()
-        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     def on_start(record, resumed: bool) -> None:
         console.print(f"[bold]{record.arm}[/] seed {record.seed}: {'resuming' if resumed else 'training'} "
                       f"-> {record.path}")
 
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        from dhns_search.training.loop import TrainingInterrupted
-
-        summary = run_ablation(
-            ablation, out=out, overrides=list(overrides or []), seeds=seeds,
-            arms=None if arms is None else [a.strip() for a in arms.split(",") if a.strip()],
-            progress=progress, tracking_uri=tracking_uri, command=command, stop=stop, on_start=on_start)
+        with stop_on_signals() as (stop, _received):  # first signal: stop at the next batch; second: now
+            summary = run_ablation(
+                ablation, out=out, overrides=list(overrides or []), seeds=seeds,
+                arms=None if arms is None else [a.strip() for a in arms.split(",") if a.strip()],
+                progress=progress, tracking_uri=tracking_uri, command=command, stop=stop, on_start=on_start)
     except TrainingInterrupted as err:
         echo_err(f"[yellow]interrupted[/]: {err}; the reports hold what finished.\ncontinue with: {command}")
         raise typer.Exit(130) from None
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     c = summary.comparison
     console.print((c.out / "comparison.md").read_text(encoding="utf-8"), markup=False, highlight=False,
                   soft_wrap=True)
