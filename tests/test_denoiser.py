@@ -171,3 +171,46 @@ def test_conditioned_rejects_mismatched_shapes() -> None:
         net.conditioned(torch.randn(5, 9))
     with pytest.raises(ValueError, match="dtype"):
         net.conditioned(torch.randn(5, 8), torch.float16)
+
+
+@pytest.mark.parametrize("inputs_grad", [False, True])
+def test_forward_steps_equals_the_plain_network_in_float64(inputs_grad: bool) -> None:
+    """The diffusion loss's path (per-step rows, folded output) is the plain network on gathered rows:
+    values and the gradient of every parameter (and of x and c when they need one) to float64 rounding."""
+    net = _denoiser(12, hidden_mult=3, seed=4).double()
+    net.fused_time = False
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 3, 12, generator=gen, dtype=torch.float64) * 2 + 0.5
+    cond = torch.randn(2, 5, 3, 12, generator=gen, dtype=torch.float64)
+    t = torch.randint(0, 21, (2, 5, 3), generator=gen)
+    weights = torch.randn(2, 5, 3, 12, generator=gen, dtype=torch.float64)
+
+    def run(fast: bool):
+        net.zero_grad(set_to_none=True)
+        xs, cs = (v.clone().requires_grad_(inputs_grad) for v in (x, cond))
+        table = net.time_embedding(torch.arange(21))
+        net.fused_time = fast
+        out = net.forward_steps(xs, t, cs, table) if fast else net(xs, table[t], cs)
+        (out * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+        if inputs_grad:
+            grads |= {"x": xs.grad, "cond": cs.grad}
+        return out.detach(), grads
+
+    (fast, g_fast), (plain, g_plain) = run(True), run(False)
+    assert fast.shape == plain.shape == x.shape
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    assert g_fast.keys() == g_plain.keys() and len(g_fast) == len(list(net.parameters())) + 2 * inputs_grad
+    for name in g_plain:
+        torch.testing.assert_close(g_fast[name], g_plain[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_forward_steps_float32_close_and_broadcasts_a_shared_step() -> None:
+    net = _denoiser(16, seed=5)
+    x, cond = torch.randn(4, 9, 16), torch.randn(4, 9, 16)
+    table = net.time_embedding(torch.arange(51))
+    t = torch.randint(0, 51, (4, 1))  # one step per row of the first axis, broadcast over the second
+    fast = net.forward_steps(x, t, cond, table)
+    torch.testing.assert_close(fast, net(x, table[t.expand(4, 9)], cond), rtol=1e-4, atol=1e-5)
+    net.fused_time = False  # the plain evaluation itself
+    assert torch.equal(net.forward_steps(x, t, cond, table), net(x, table[t.expand(4, 9)], cond))

@@ -141,6 +141,56 @@ class Denoiser(nn.Module):
         h = self.norm_hidden(F.relu(h))
         return self.lin_out(self.lin_hidden(h))
 
+    def forward_steps(self, x: Tensor, t: Tensor, cond: Tensor, table: Tensor) -> Tensor:
+        """``forward(x, table[t], cond)`` for per-example steps, with less work (the diffusion loss's path).
+
+        The time embedding takes only ``T + 1`` values, so its share of the first layer is computed once
+        per step value (``[T + 1, m w]``) and gathered per example, and the input LayerNorm's statistics
+        come from the per-example part ``[x, c]`` and per-step statistics of the table (as in the shared
+        path, module docstring): the per-example matmul is ``2w`` deep instead of ``3w``, and when ``x``
+        and ``c`` need no gradient (the detached generator inputs) their ``[N, 3w]`` input gradient is not
+        computed at all.  The hidden LayerNorm's gain and bias and the last two Linear layers (no
+        nonlinearity between them) act as one ``[w, m w]`` matrix.  Per example at hidden 4x that is
+        ``12 w^2`` multiply-adds forward instead of ``17 w^2``, and ``16 w^2`` backward instead of ``34 w^2``
+        when ``x`` and ``c`` need no gradient (``24 w^2`` when they do).  The same
+        function as :meth:`forward` with the gathered rows (tested in float64, values and every gradient);
+        with ``fused_time=False`` it is that plain evaluation.
+
+        Args:
+            x: ``[..., w]`` noised states; cond: ``[..., w]`` their conditions.
+            t: ``[...]`` (long, broadcastable to ``x.shape[:-1]``) each example's step, an index into ``table``.
+            table: ``[T + 1, w]`` the time embeddings of every step (:meth:`time_embedding`).
+
+        Returns:
+            ``[..., w]`` the predicted noise.
+        """
+        lead = x.shape[:-1]
+        t = t.expand(lead)
+        if not self.fused_time:
+            return self.forward(x, table[t], cond)
+        w = self.width
+        idx = t.reshape(-1)
+        z = torch.cat([x.reshape(-1, w), cond.reshape(-1, w)], dim=-1)  # [N, 2w]
+        var_e, mean_e = torch.var_mean(table, dim=-1, unbiased=False)  # [T + 1]
+        mean_e, var_e = mean_e[idx].unsqueeze(-1), var_e[idx].unsqueeze(-1)  # [N, 1]
+        mean = (2 * z.mean(dim=-1, keepdim=True) + mean_e) / 3
+        z = z - mean
+        sq = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square()
+        inv_sd = torch.rsqrt((sq + w * (var_e + (mean_e - mean) ** 2)) / (3 * w) + self.norm_in.eps)
+        weight, bias = self._folded_input_layer()  # [m w, 3w], [m w]
+        w_xc = torch.cat([weight[:, :w], weight[:, 2 * w :]], dim=1)
+        w_e = weight[:, w : 2 * w]
+        # W'_{x,c} [x, c]_normalised + (1 / sd) (W'_e e_t) - (mean / sd) W'_e 1 + bias
+        h = torch.addmm(bias, z * inv_sd, w_xc.T)
+        h = h.addcmul(torch.index_select(table @ w_e.T, 0, idx), inv_sd)
+        h = h.addmm(-mean * inv_sd, w_e.sum(dim=1, keepdim=True).T)
+        a = F.relu(h.reshape(*lead, -1)).reshape(h.shape)  # the pre-activation keeps x's leading shape
+        a = F.layer_norm(a, a.shape[-1:], eps=self.norm_hidden.eps)
+        lin_h, lin_o, norm_h = self.lin_hidden, self.lin_out, self.norm_hidden
+        folded = lin_o.weight @ (lin_h.weight * norm_h.weight)  # [w, m w]
+        bias_out = lin_o.weight @ (lin_h.weight @ norm_h.bias + lin_h.bias) + lin_o.bias
+        return torch.addmm(bias_out, a, folded.T).reshape(*lead, w)
+
     def _first_layer_shared(self, x: Tensor, temb: Tensor, cond: Tensor) -> Tensor:
         """``lin_in(norm_in([x, temb, cond]))`` for one shared ``temb`` row, without the concatenation.
 

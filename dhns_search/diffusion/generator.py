@@ -151,10 +151,14 @@ class DiffHEG(nn.Module):
             eps = torch.randn([*drawn, x0.shape[-1]], generator=generator, device=x0.device, dtype=x0.dtype)
         t, eps = t.expand(x0.shape[:-1]), eps.expand(x0.shape)
         x_t = self.schedule.add_noise(x0, eps, t)
-        # T + 1 embedding rows, gathered per example: the time MLP runs once per step, not per example.
-        temb = self.denoiser.time_embedding(torch.arange(self.steps + 1, device=x0.device))[t]
+        # T + 1 embedding rows: the time MLP runs once per step, not per example, and a denoiser that
+        # offers forward_steps computes the step's share of its first layer per step too.
+        table = self.denoiser.time_embedding(torch.arange(self.steps + 1, device=x0.device))
         with self._autocast(x0.device):
-            eps_pred = self.denoiser(x_t, temb, cond)
+            if hasattr(self.denoiser, "forward_steps"):
+                eps_pred = self.denoiser.forward_steps(x_t, t, cond, table)
+            else:
+                eps_pred = self.denoiser(x_t, table[t], cond)
         eps_pred = eps_pred.float()
         return F.mse_loss(eps_pred, eps) if kind == "mse" else F.l1_loss(eps_pred, eps)
 
