@@ -66,6 +66,18 @@ def cpu_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+def random_feature_tables(ds, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Seeded random visual and textual tables of the published widths (383, 384), 20% all-zero rows
+    (missing); set on ``ds.features`` for our model and returned for the released one."""
+    feats = {}
+    for name, width in (("visual", 383), ("textual", 384)):
+        values = torch.randn(ds.num_entities, width, generator=gen)
+        values[torch.rand(ds.num_entities, generator=gen) < 0.2] = 0.0  # missing rows, all zero
+        feats[name] = values
+        ds.features[name] = FeatureTable(name, values.clone(), values.abs().sum(-1) > 0)
+    return feats
+
+
 class RecordingTorch:
     """Stands in for ``torch`` inside the released generator module and records its random draws."""
 
@@ -373,12 +385,7 @@ def main() -> None:
 
     ds = load_dataset(args.data, features={})
     gen = torch.Generator().manual_seed(args.seed)
-    feats = {}
-    for name, width in (("visual", 383), ("textual", 384)):
-        values = torch.randn(ds.num_entities, width, generator=gen)
-        values[torch.rand(ds.num_entities, generator=gen) < 0.2] = 0.0  # missing rows, all zero
-        feats[name] = values
-        ds.features[name] = FeatureTable(name, values.clone(), values.abs().sum(-1) > 0)
+    feats = random_feature_tables(ds, gen)
     perm = torch.randperm(ds.train.shape[0], generator=gen)[: args.batch]
     batch = ds.train[perm]
     neg_t = torch.randint(ds.num_entities, (args.batch, 64), generator=gen)
