@@ -52,7 +52,7 @@ def run_study(code: Path, space: Path, folder: Path, args, features: Path) -> di
     storage = f"sqlite:///{folder / 'study.db'}"
     cmd = [sys.executable, "-m", "dhns_search", "run", "--space", str(space), "--study", "throughput",
            "--storage", storage, "--tracking-uri", "none", "--n-trials", str(args.trials), "--sampler",
-           "random", "--seed", "0", "--pruner", "none", "--no-live", "--work-dir", str(folder / "work"),
+           "random", "--seed", "0", "--pruner", "none", "--no-live",
            "--set", f"data.path={args.data}", "--set", f"data.features={{textual: {features}}}",
            "--set", f"train.epochs={args.epochs}", "--set", f"train.eval_every={args.epochs}",
            "--set", "train.patience=0"]
