@@ -172,3 +172,25 @@ def test_a_comparison_in_mlflow_has_one_parent_and_one_child_per_arm_and_seed(co
     diff = summary["differences"]["diffusion"]["final/test/mrr_realistic_filtered"]["mean"]
     assert parent.data.metrics["diffusion.diff_test_MRR"] == pytest.approx(diff)
     assert "Paired differences" in parent.data.tags["mlflow.note.content"]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_compare_with_128_plus_the_signal_and_the_continue_command(tmp_path, monkeypatch, sig):
+    import os
+    import signal
+
+    import dhns_search.ablation as ablation
+
+    number = getattr(signal, sig)
+
+    def interrupted_run(*args, stop, **kwargs):  # the signal arrives during training; the run stops cleanly
+        os.kill(os.getpid(), number)
+        assert stop.wait(5)
+        raise TrainingInterrupted(1, 2, None)
+
+    monkeypatch.setattr(ablation, "run_ablation", interrupted_run)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "tiny.yaml"), "--no-progress"])
+    assert result.exit_code == 128 + number, result.output
+    assert "interrupted at epoch 1, batch 2" in result.output and "continue with: dhns-search" in result.output
+    assert signal.getsignal(number) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored

@@ -30,7 +30,7 @@ def compare_command(
     ones resume from their checkpoint).  Ctrl-C or SIGTERM stops at the next batch and checkpoints.
     """
     from dhns_search.ablation import run_ablation
-    from dhns_search.cli._signals import stop_on_signals
+    from dhns_search.cli._signals import exit_code, stop_on_signals
     from dhns_search.training.loop import TrainingInterrupted
 
     command = "dhns-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -40,14 +40,14 @@ def compare_command(
                       f"-> {record.path}")
 
     try:
-        with stop_on_signals() as (stop, _received):  # first signal: stop at the next batch; second: now
+        with stop_on_signals() as (stop, received):  # first signal: stop at the next batch; second: now
             summary = run_ablation(
                 ablation, out=out, overrides=list(overrides or []), seeds=seeds,
                 arms=None if arms is None else [a.strip() for a in arms.split(",") if a.strip()],
                 progress=progress, tracking_uri=tracking_uri, command=command, stop=stop, on_start=on_start)
     except TrainingInterrupted as err:
         echo_err(f"[yellow]interrupted[/]: {err}; the reports hold what finished.\ncontinue with: {command}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(received)) from None
     c = summary.comparison
     console.print((c.out / "comparison.md").read_text(encoding="utf-8"), markup=False, highlight=False,
                   soft_wrap=True)
