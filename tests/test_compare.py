@@ -179,7 +179,7 @@ def test_a_signal_stops_compare_with_128_plus_the_signal_and_the_continue_comman
     import os
     import signal
 
-    import dhns_search.ablation as ablation
+    from dhns_search import ablation
 
     number = getattr(signal, sig)
 
