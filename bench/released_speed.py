@@ -1,6 +1,8 @@
-"""A plain training step (uniform negatives, no DHNS) of the released DHNS code against ours, interleaved.
+"""Training steps of the released DHNS code against ours (and PyKEEN's), interleaved.
 
     .venv/bin/python bench/released_speed.py --released /path/to/DHNS [--threads 1] [--repeats 5]
+    .venv/bin/python bench/released_speed.py --released /path/to/DHNS --pykeen-site ENV/lib/python3.11/site-packages
+    .venv/bin/python bench/released_speed.py --released /path/to/DHNS --dhns --batches 2 --repeats 3
 
 ``--released`` is a checkout of the authors' code (github.com/ngl567/DHNS; never copied into this
 repository).  The script copies its ``mmkgc`` package into a temporary folder and patches the copy to run
@@ -8,8 +10,8 @@ on the CPU (``bench/released_equivalence.py: cpu_copy``).  Setting (issue 13): M
 batch 2000, 64 filtered uniform negatives (tail- and head-corrupted batches alternating, as OpenKE's
 cross sampling does), self-adversarial sigmoid loss (alpha 0.5), L3 penalty 5e-6, Adam lr 0.002.
 
-Three steps are timed on the same batches and negatives, in one process, interleaved (each repetition
-runs every variant over the same batches, in a rotated order):
+Plain mode: these steps are timed on the same batches and negatives, in one process, interleaved (each
+repetition runs every variant over the same batches, in a rotated order):
 
 - ``released``: ``NegativeSampling_complex(AdvMixDistMult)`` forward, backward and Adam step, the batch in
   the layout of OpenKE's ``TrainDataLoader_complex`` (the known side and relation once, the corrupted side
@@ -17,7 +19,13 @@ runs every variant over the same batches, in a rotated order):
 - ``ours, plain path``: ``KGEModel.candidate_scoring = False`` and autograd's L3 penalty: the step as it
   was before candidate scoring (commit 2272abd), except that ``score_triples`` now finds distinct ids by
   counting instead of sorting (which makes this row slightly faster than that commit was);
-- ``ours``: the step of ``training/kgc.py: KGCTerm`` (``score_batch``, ``regularization``).
+- ``ours``: the step of ``training/kgc.py: KGCTerm`` (``score_batch``, ``regularization``);
+- ``PyKEEN`` (when PyKEEN imports, from this environment or ``--pykeen-site``): :func:`pykeen_step_fn`.
+
+``--dhns`` mode times whole DHNS steps instead, on the same batches and negatives with seeded random
+visual and textual tables: the released ``Trainer_dhns.train_one_step``, ours under
+``released-distmult-mkgy`` (the same work), ours with the shipped ``dhns`` defaults, and our plain step
+in the same harness (:func:`our_dhns_step_fn`).
 
 Negative sampling is timed separately: the released code samples in its C library (not built here), ours
 in ``training/negatives.py``; the ratios of the steps exclude it on both sides, and one row adds ours.
