@@ -106,7 +106,13 @@ def test_ctrl_c_and_sigterm_stop_every_process_the_ui_started(tmp_path, monkeypa
 
     with _listening_socket() as probe:
         port = probe.getsockname()[1]
-    assert serve_ui("sqlite:///unused.db", port=port, say=say) == 0
+    # Ctrl-C reaches Python as KeyboardInterrupt only where SIGINT was not ignored when the interpreter
+    # started (a background job of a non-interactive shell ignores it): give the test its usual handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert serve_ui("sqlite:///unused.db", port=port, say=say) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
     server, worker = seen["pids"]
     assert not _alive(server) and not _alive(worker)
     assert ui_server._session_members(server) == []
