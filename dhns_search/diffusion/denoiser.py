@@ -181,9 +181,9 @@ class Denoiser(nn.Module):
         w_xc = torch.cat([weight[:, :w], weight[:, 2 * w :]], dim=1)
         w_e = weight[:, w : 2 * w]
         # W'_{x,c} [x, c]_normalised + (1 / sd) (W'_e e_t) - (mean / sd) W'_e 1 + bias
-        h = torch.addmm(bias, z * inv_sd, w_xc.T)  # updated in place below: no [N, m w] copies
-        h.addcmul_(torch.index_select(table @ w_e.T, 0, idx), inv_sd)
-        h.addmm_(-mean * inv_sd, w_e.sum(dim=1, keepdim=True).T)
+        h = torch.addmm(bias, z * inv_sd, w_xc.T)
+        h = h.addcmul(torch.index_select(table @ w_e.T, 0, idx), inv_sd)
+        h = h.addmm(-mean * inv_sd, w_e.sum(dim=1, keepdim=True).T)  # out of place: autocast casts its inputs
         a = F.relu(h.reshape(*lead, -1)).reshape(h.shape)  # the pre-activation keeps x's leading shape
         a = F.layer_norm(a, a.shape[-1:], eps=self.norm_hidden.eps)
         lin_h, lin_o, norm_h = self.lin_hidden, self.lin_out, self.norm_hidden
