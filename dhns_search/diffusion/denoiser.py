@@ -170,18 +170,9 @@ class Denoiser(nn.Module):
             return self.forward(x, table[t], cond)
         w = self.width
         idx = t.reshape(-1)
-        z = torch.cat([x.reshape(-1, w), cond.reshape(-1, w)], dim=-1)  # [N, 2w]
         var_e, mean_e = torch.var_mean(table, dim=-1, unbiased=False)  # [T + 1]
-        mean_e, var_e = mean_e[idx].unsqueeze(-1), var_e[idx].unsqueeze(-1)  # [N, 1]
-        mean = (2 * z.mean(dim=-1, keepdim=True) + mean_e) / 3
-        z = z - mean
-        sq = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square()
-        inv_sd = torch.rsqrt((sq + w * (var_e + (mean_e - mean) ** 2)) / (3 * w) + self.norm_in.eps)
-        weight, bias = self._folded_input_layer()  # [m w, 3w], [m w]
-        w_xc = torch.cat([weight[:, :w], weight[:, 2 * w :]], dim=1)
-        w_e = weight[:, w : 2 * w]
-        # W'_{x,c} [x, c]_normalised + (1 / sd) (W'_e e_t) - (mean / sd) W'_e 1 + bias
-        h = torch.addmm(bias, z * inv_sd, w_xc.T)
+        h, inv_sd, mean, w_e = self._first_layer_xc(x, cond, mean_e[idx].unsqueeze(-1), var_e[idx].unsqueeze(-1))
+        # the time part, per example: (1 / sd) (W'_e e_t) - (mean / sd) W'_e 1, with W'_e e_t per step value
         h = h.addcmul(torch.index_select(table @ w_e.T, 0, idx), inv_sd)
         h = h.addmm(-mean * inv_sd, w_e.sum(dim=1, keepdim=True).T)  # out of place: autocast casts its inputs
         a = F.relu(h.reshape(*lead, -1)).reshape(h.shape)  # the pre-activation keeps x's leading shape
@@ -202,13 +193,34 @@ class Denoiser(nn.Module):
         Returns:
             ``[..., m w]`` the first layer's pre-activation.
         """
-        w = self.width
         lead = x.shape[:-1]
+        var_e, mean_e = torch.var_mean(temb, dim=-1, unbiased=False)
+        h, inv_sd, mean, w_e = self._first_layer_xc(x, cond, mean_e, var_e)
+        # (4) Shared time part: W'_e (e - mean) / sd = (1 / sd) W'_e e - (mean / sd) W'_e 1, a rank-2
+        #     update from two step-constant rows.
+        rows = torch.stack([w_e @ temb, w_e.sum(dim=1)])  # [2, m w]
+        coef = torch.cat([inv_sd, -mean * inv_sd], dim=-1)  # [N, 2]
+        h = h.addmm_(coef.to(h.dtype), rows.to(h.dtype))
+        return h.reshape(*lead, -1)
+
+    def _first_layer_xc(self, x: Tensor, cond: Tensor, mean_e: Tensor, var_e: Tensor):
+        """The first layer on ``[x, e, c]`` without its time part, from the statistics of ``e`` only.
+
+        Args:
+            x, cond: ``[..., w]`` noised states and conditions (``N`` examples in all).
+            mean_e, var_e: the mean and (biased) variance of each example's time embedding: scalars for
+                one shared row, or ``[N, 1]``.
+
+        Returns:
+            ``(h [N, m w], inv_sd [N, 1], mean [N, 1], w_e [m w, w])``: ``h = W'_{x,c} [x, c]_normalised +
+            bias``, the input LayerNorm's ``1 / sd`` and mean, and the time block of ``W'``; the caller adds
+            the time part ``(1 / sd) W'_e e - (mean / sd) W'_e 1``.
+        """
+        w = self.width
         # (1) LayerNorm statistics of the concatenation [x, e, c] from the per-example part [x, c] and the
-        #     shared row e:  mean = (2 mean([x, c]) + mean(e)) / 3,
+        #     statistics of e:  mean = (2 mean([x, c]) + mean(e)) / 3,
         #     var = (|[x, c] - mean|^2 + w var(e) + w (mean(e) - mean)^2) / 3w.
         z = torch.cat([x.reshape(-1, w), cond.reshape(-1, w)], dim=-1)  # [N, 2w]
-        var_e, mean_e = torch.var_mean(temb, dim=-1, unbiased=False)
         mean = (2 * z.mean(dim=-1, keepdim=True) + mean_e) / 3  # [N, 1]
         z = z.sub_(mean)  # centred like LayerNorm does, so a large common mean cannot cancel later
         sq = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square()
@@ -218,15 +230,8 @@ class Denoiser(nn.Module):
         #     LayerNorm bias into the Linear bias: W b_ln + b.
         weight, bias = self._folded_input_layer()  # [m w, 3w], [m w]
         w_xc = torch.cat([weight[:, :w], weight[:, 2 * w :]], dim=1)  # [m w, 2w]
-        w_e = weight[:, w : 2 * w]  # [m w, w]
         # (3) Per-example part: W'_{x,c} [(x - mean) / sd, (c - mean) / sd] + bias, one 2w-deep matmul.
-        h = torch.addmm(bias, z, w_xc.T)
-        # (4) Shared time part: W'_e (e - mean) / sd = (1 / sd) W'_e e - (mean / sd) W'_e 1, a rank-2
-        #     update from two step-constant rows.
-        rows = torch.stack([w_e @ temb, w_e.sum(dim=1)])  # [2, m w]
-        coef = torch.cat([inv_sd, -mean * inv_sd], dim=-1)  # [N, 2]
-        h = h.addmm_(coef.to(h.dtype), rows.to(h.dtype))
-        return h.reshape(*lead, -1)
+        return torch.addmm(bias, z, w_xc.T), inv_sd, mean, weight[:, w : 2 * w]
 
     def _folded_input_layer(self) -> tuple[Tensor, Tensor]:
         """``lin_in . norm_in`` as one affine map of the normalised input: ``W' = W diag(g)`` and
