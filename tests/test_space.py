@@ -55,123 +55,151 @@ def test_unknown_key_is_named_with_a_hint(tmp_path):
     assert msg == f"{tmp_path / 'x.yaml'}: params.train.lr: unknown key 'scale' (did you mean log: true?)"
 
 
-def test_misspelt_key_gets_a_close_match(tmp_path):
-    msg = error_of(tmp_path, """
+# Each kind of mistake in a space file, and what its message must say (every message also names the file).
+MISTAKES = [
+    pytest.param("""
         params:
           model.scorer: {type: categorical, chocies: [transe]}
-    """)
-    assert "params.model.scorer: unknown key 'chocies' (did you mean choices?)" in msg
-
-
-def test_unknown_top_level_key(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.model.scorer: unknown key 'chocies' (did you mean choices?)", id="misspelt_key_gets_a_close_match"),
+    pytest.param("""
         parameters: {}
-    """)
-    assert "(top level): unknown key 'parameters' (did you mean params?)" in msg
-
-
-def test_unknown_type(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "(top level): unknown key 'parameters' (did you mean params?)", id="unknown_top_level_key"),
+    pytest.param("""
         params:
           train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}
-    """)
-    assert "params.train.lr: type must be float, int, categorical or bool" in msg
-
-
-def test_string_bound_is_rejected(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.train.lr: type must be float, int, categorical or bool", id="unknown_type"),
+    pytest.param("""
         params:
           train.lr: {type: float, low: "0.001", high: 0.1}
-    """)
-    assert "params.train.lr.low" in msg
-
-
-def test_inverted_bounds(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.train.lr.low", id="string_bound_is_rejected"),
+    pytest.param("""
         params:
           train.lr: {type: float, low: 0.1, high: 0.001}
-    """)
-    assert "params.train.lr: low (0.1) is greater than high (0.001)" in msg
-
-
-def test_log_needs_positive_low(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.train.lr: low (0.1) is greater than high (0.001)", id="inverted_bounds"),
+    pytest.param("""
         params:
           loss.adv_temperature: {type: float, low: 0.0, high: 1.0, log: true}
-    """)
-    assert "params.loss.adv_temperature: log: true needs low > 0" in msg
-
-
-def test_step_with_log(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.loss.adv_temperature: log: true needs low > 0", id="log_needs_positive_low"),
+    pytest.param("""
         params:
           model.dim: {type: int, low: 8, high: 64, step: 8, log: true}
-    """)
-    assert "params.model.dim: step cannot be combined with log: true" in msg
-
-
-def test_step_must_divide_the_range(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.model.dim: step cannot be combined with log: true", id="step_with_log"),
+    pytest.param("""
         params:
           model.dim: {type: int, low: 8, high: 60, step: 8}
-    """)
-    assert "is not a multiple of step" in msg
-
-
-def test_missing_bounds(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "is not a multiple of step", id="step_must_divide_the_range"),
+    pytest.param("""
         params:
           train.lr: {type: float, low: 0.001}
-    """)
-    assert "params.train.lr: a float parameter needs low and high" in msg
-
-
-def test_int_parameter_with_float_bounds(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.train.lr: a float parameter needs low and high", id="missing_bounds"),
+    pytest.param("""
         params:
           model.dim: {type: int, low: 8.5, high: 64}
-    """)
-    assert "low of an int parameter must be an integer" in msg
-
-
-def test_categorical_without_choices(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "low of an int parameter must be an integer", id="int_parameter_with_float_bounds"),
+    pytest.param("""
         params:
           model.scorer: {type: categorical}
-    """)
-    assert "params.model.scorer: a categorical parameter needs a non-empty choices list" in msg
-
-
-def test_categorical_with_empty_choices(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.model.scorer: a categorical parameter needs a non-empty choices list", id="categorical_without_choices"),
+    pytest.param("""
         params:
           model.scorer: {type: categorical, choices: []}
-    """)
-    assert "non-empty choices" in msg
-
-
-def test_choice_the_field_cannot_take(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "non-empty choices", id="categorical_with_empty_choices"),
+    pytest.param("""
         params:
           model.scorer: {type: categorical, choices: [transe, transh]}
-    """)
-    assert "params.model.scorer: choice 'transh' does not fit model.scorer" in msg
-
-
-def test_bounds_outside_the_field_constraints(tmp_path):
-    msg = error_of(tmp_path, """
+    """, "params.model.scorer: choice 'transh' does not fit model.scorer", id="choice_the_field_cannot_take"),
+    pytest.param("""
         params:
           model.dim: {type: int, low: 0, high: 64}
-    """)
-    assert "params.model.dim: low 0 does not fit model.dim" in msg and "greater than or equal to 2" in msg
-
-
-def test_float_parameter_on_an_int_field(tmp_path):
-    msg = error_of(tmp_path, """
+    """, ("params.model.dim: low 0 does not fit model.dim", "greater than or equal to 2"), id="bounds_outside_the_field_constraints"),
+    pytest.param("""
         params:
           train.epochs: {type: float, low: 1.0, high: 10.0}
-    """)
-    assert "params.train.epochs: low 1.0 does not fit train.epochs (int)" in msg
+    """, "params.train.epochs: low 1.0 does not fit train.epochs (int)", id="float_parameter_on_an_int_field"),
+    pytest.param("""
+        params:
+          dhns.margin: {type: categorical, choices: [fixed]}
+    """, "dhns.margin is a section", id="section_is_not_a_leaf"),
+    pytest.param("""
+        params:
+          dhns.modalities: {type: categorical, choices: [[structural, visual]]}
+    """, ("encode a list as a comma-separated string", "'structural,visual'"), id="list_choice_must_be_an_encoded_string"),
+    pytest.param("""
+        params:
+          dhns.levels: {type: categorical, choices: ["0,zero,0.5"]}
+    """, "'zero' in '0,zero,0.5' is not a float", id="encoded_list_choice_with_bad_item"),
+    pytest.param("""
+        params:
+          dhns.levels: {type: float, low: 0.0, high: 0.5}
+    """, "is a list field", id="numeric_parameter_on_a_list_field"),
+    pytest.param("""
+        fixed:
+          model.scorer: transe
+        params:
+          model.gamma: {type: float, low: 1.0, high: 10.0, when: {model.scorer: transe}}
+    """, ("params.model.gamma.when.model.scorer: no parameter 'model.scorer' in this space", "(it is fixed to transe)"), id="condition_on_a_missing_parameter"),
+    pytest.param("""
+        params:
+          model.scorer: {type: categorical, choices: [transe, distmult]}
+          model.gamma: {type: float, low: 1.0, high: 10.0, when: {model.scorer: [transe, rotate]}}
+    """, "params.model.gamma.when.model.scorer: model.scorer cannot take 'rotate'", id="condition_on_a_value_the_parameter_cannot_take"),
+    pytest.param("""
+        params:
+          train.lr: {type: float, low: 0.001, high: 0.1}
+          model.gamma: {type: float, low: 1.0, high: 10.0, when: {train.lr: 0.01}}
+    """, "conditions can only refer to categorical or bool parameters", id="condition_on_a_float_parameter"),
+    pytest.param("""
+        params:
+          dhns.enabled: {type: bool, when: {model.normalize_entities: true}}
+          model.normalize_entities: {type: bool, when: {dhns.enabled: true}}
+    """, "conditions form a cycle", id="conditions_forming_a_cycle"),
+    pytest.param("""
+        params:
+          seed: {type: int, low: 0, high: 10}
+    """, "params.seed: cannot be searched", id="reserved_path"),
+    pytest.param("""
+        fixed:
+          train.epoch: 3
+        params:
+          train.lr: {type: float, low: 0.001, high: 0.1}
+    """, "fixed.train.epoch: train.epoch is not a field", id="fixed_path_not_in_run_config"),
+    pytest.param("""
+        fixed:
+          dhns.levels: [0.0, 0.5]
+        params:
+          train.lr: {type: float, low: 0.001, high: 0.1}
+    """, ("base + fixed", "level_weights has 5 entries but levels has 2"), id="base_plus_fixed_must_validate"),
+    pytest.param("""
+        fixed:
+          train.lr: 0.01
+        params:
+          train.lr: {type: float, low: 0.001, high: 0.1}
+    """, "train.lr is also under fixed:", id="parameter_also_fixed"),
+    pytest.param("""
+        base: preset:nope
+        params:
+          train.lr: {type: float, low: 0.001, high: 0.1}
+    """, "base: unknown preset 'nope'", id="unknown_preset_base"),
+    pytest.param("""
+        params:
+          train.lr: {type: float, low: 0.1, high: 0.001}
+          model.scorer: {type: categorical, choices: []}
+    """, ("params.train.lr", "params.model.scorer"), id="several_errors_are_reported_together"),
+    pytest.param("""
+        params:
+          levels:
+            type: categorical
+            choices:
+              a: {dhns.levels: [0.0, 0.5], dhns.level_weight: [1.0, 1.0]}
+    """, "params.levels: choices.a.dhns.level_weight: dhns.level_weight is not a field", id="bundle_errors"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), MISTAKES)
+def test_a_mistake_is_named(tmp_path: Path, text: str, expected: str | tuple[str, ...]) -> None:
+    msg = error_of(tmp_path, text)
+    for part in (expected,) if isinstance(expected, str) else expected:
+        assert part in msg
 
 
 def test_path_not_in_run_config(tmp_path):
@@ -186,114 +214,6 @@ def test_path_not_in_run_config(tmp_path):
           train.eval_evry: {type: int, low: 1, high: 5}
     """)
     assert "did you mean train.eval_every?" in msg
-
-
-def test_section_is_not_a_leaf(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          dhns.margin: {type: categorical, choices: [fixed]}
-    """)
-    assert "dhns.margin is a section" in msg
-
-
-def test_list_choice_must_be_an_encoded_string(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          dhns.modalities: {type: categorical, choices: [[structural, visual]]}
-    """)
-    assert "encode a list as a comma-separated string" in msg and "'structural,visual'" in msg
-
-
-def test_encoded_list_choice_with_bad_item(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          dhns.levels: {type: categorical, choices: ["0,zero,0.5"]}
-    """)
-    assert "'zero' in '0,zero,0.5' is not a float" in msg
-
-
-def test_numeric_parameter_on_a_list_field(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          dhns.levels: {type: float, low: 0.0, high: 0.5}
-    """)
-    assert "is a list field" in msg
-
-
-def test_condition_on_a_missing_parameter(tmp_path):
-    msg = error_of(tmp_path, """
-        fixed:
-          model.scorer: transe
-        params:
-          model.gamma: {type: float, low: 1.0, high: 10.0, when: {model.scorer: transe}}
-    """)
-    assert "params.model.gamma.when.model.scorer: no parameter 'model.scorer' in this space" in msg
-    assert "(it is fixed to transe)" in msg
-
-
-def test_condition_on_a_value_the_parameter_cannot_take(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          model.scorer: {type: categorical, choices: [transe, distmult]}
-          model.gamma: {type: float, low: 1.0, high: 10.0, when: {model.scorer: [transe, rotate]}}
-    """)
-    assert "params.model.gamma.when.model.scorer: model.scorer cannot take 'rotate'" in msg
-
-
-def test_condition_on_a_float_parameter(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          train.lr: {type: float, low: 0.001, high: 0.1}
-          model.gamma: {type: float, low: 1.0, high: 10.0, when: {train.lr: 0.01}}
-    """)
-    assert "conditions can only refer to categorical or bool parameters" in msg
-
-
-def test_conditions_forming_a_cycle(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          dhns.enabled: {type: bool, when: {model.normalize_entities: true}}
-          model.normalize_entities: {type: bool, when: {dhns.enabled: true}}
-    """)
-    assert "conditions form a cycle" in msg
-
-
-def test_reserved_path(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          seed: {type: int, low: 0, high: 10}
-    """)
-    assert "params.seed: cannot be searched" in msg
-
-
-def test_fixed_path_not_in_run_config(tmp_path):
-    msg = error_of(tmp_path, """
-        fixed:
-          train.epoch: 3
-        params:
-          train.lr: {type: float, low: 0.001, high: 0.1}
-    """)
-    assert "fixed.train.epoch: train.epoch is not a field" in msg
-
-
-def test_base_plus_fixed_must_validate(tmp_path):
-    msg = error_of(tmp_path, """
-        fixed:
-          dhns.levels: [0.0, 0.5]
-        params:
-          train.lr: {type: float, low: 0.001, high: 0.1}
-    """)
-    assert "base + fixed" in msg and "level_weights has 5 entries but levels has 2" in msg
-
-
-def test_parameter_also_fixed(tmp_path):
-    msg = error_of(tmp_path, """
-        fixed:
-          train.lr: 0.01
-        params:
-          train.lr: {type: float, low: 0.001, high: 0.1}
-    """)
-    assert "train.lr is also under fixed:" in msg
 
 
 def test_one_path_set_by_two_parameters_only_when_their_conditions_exclude_each_other(tmp_path):
@@ -327,15 +247,6 @@ def test_one_path_set_by_two_parameters_only_when_their_conditions_exclude_each_
     assert seen["distmult"] == {200.0, 11.0} and len(seen["rotate"] | seen["transe"]) > 2
 
 
-def test_unknown_preset_base(tmp_path):
-    msg = error_of(tmp_path, """
-        base: preset:nope
-        params:
-          train.lr: {type: float, low: 0.001, high: 0.1}
-    """)
-    assert "base: unknown preset 'nope'" in msg
-
-
 def test_base_file_relative_to_the_space(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "base.yaml").write_text("train: {epochs: 7}\n")
@@ -346,26 +257,6 @@ def test_base_file_relative_to_the_space(tmp_path):
     """)
     space = load_space(path)
     assert space.config({"train.lr": 0.01}).train.epochs == 7
-
-
-def test_several_errors_are_reported_together(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          train.lr: {type: float, low: 0.1, high: 0.001}
-          model.scorer: {type: categorical, choices: []}
-    """)
-    assert "params.train.lr" in msg and "params.model.scorer" in msg
-
-
-def test_bundle_errors(tmp_path):
-    msg = error_of(tmp_path, """
-        params:
-          levels:
-            type: categorical
-            choices:
-              a: {dhns.levels: [0.0, 0.5], dhns.level_weight: [1.0, 1.0]}
-    """)
-    assert "params.levels: choices.a.dhns.level_weight: dhns.level_weight is not a field" in msg
 
 
 def test_overrides_are_checked_and_win_over_fixed(tmp_path):
