@@ -21,28 +21,20 @@ import textwrap
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, append_section
 
-SPACE = """
-    description: Throughput benchmark; the real trainer on a 60-entity graph.
-    fixed:
-      data.synth.num_entities: 60
-      data.synth.num_relations: 4
-      data.synth.num_triples: 600
-      data.synth.visual_dim: 8
-      data.synth.textual_dim: 8
-      model.dim: 8
-      negatives.num: 4
-      dhns.steps: 10
-      train.epochs: {epochs}
-      train.eval_every: 1
-      train.batch_size: 128
-      train.eval_batch_size: 128
-    params:
-      train.lr: {{type: float, low: 1.0e-3, high: 5.0e-2, log: true}}
-      model.scorer: {{type: categorical, choices: [distmult, transe]}}
-"""
+
+def write_space(path: Path, epochs: int) -> Path:
+    """``spaces/smoke.yaml`` at ``epochs`` epochs with its two plain parameters (learning rate, scorer)."""
+    doc = yaml.safe_load((REPO / "spaces" / "smoke.yaml").read_text(encoding="utf-8"))
+    doc["description"] = "Throughput benchmark; the real trainer on a 60-entity graph."
+    doc["fixed"]["train.epochs"] = epochs
+    doc["params"] = {key: doc["params"][key] for key in ("train.lr", "model.scorer")}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _env() -> dict[str, str]:
@@ -107,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dhns-throughput-") as tmp:
         folder = Path(tmp)
         space = folder / "throughput.yaml"
-        space.write_text(textwrap.dedent(SPACE.format(epochs=args.epochs)), encoding="utf-8")
+        write_space(space, args.epochs)
         rates = {w: throughput(folder, space, args.trials, w) for w in (1, 2)}
         waited, epoch = retry_seconds(folder, space)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -17,13 +17,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from services import mlflow_server, require_postgres, scratch_postgres_database
@@ -41,30 +41,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:D
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-SPACE = """
-    description: Fault tests; the real trainer on a 60-entity graph, 4 epochs.
-    fixed:
-      data.synth.num_entities: 60
-      data.synth.num_relations: 4
-      data.synth.num_triples: 600
-      data.synth.visual_dim: 8
-      data.synth.textual_dim: 8
-      model.dim: 8
-      negatives.num: 4
-      dhns.steps: 10
-      train.epochs: 4
-      train.eval_every: 1
-      train.batch_size: 128
-      train.eval_batch_size: 128
-    params:
-      train.lr: {type: float, low: 1.0e-3, high: 5.0e-2, log: true}
-      model.scorer: {type: categorical, choices: [distmult, transe]}
-"""
-
 
 def _space(folder: Path, name: str = "faults") -> Path:
+    """``spaces/smoke.yaml`` at 4 epochs with its two plain parameters (learning rate and scorer) only."""
+    doc = yaml.safe_load((ROOT / "spaces" / "smoke.yaml").read_text(encoding="utf-8"))
+    doc["description"] = "Fault tests; the real trainer on a 60-entity graph, 4 epochs."
+    doc["fixed"]["train.epochs"] = 4
+    doc["params"] = {key: doc["params"][key] for key in ("train.lr", "model.scorer")}
     path = folder / f"{name}.yaml"
-    path.write_text(textwrap.dedent(SPACE), encoding="utf-8")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
 
 
