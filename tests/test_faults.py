@@ -230,6 +230,35 @@ def test_two_worker_processes_meet_the_budget_exactly_on_the_default_journal(tmp
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_the_workers_start_ends_them_quietly_and_the_same_command_finishes(tmp_path):
+    """A stop request that reaches the workers while Python and torch are still importing (their handlers
+    not in place) ends them quietly: no traceback, no abort from C++, no trial; then the budget is met."""
+    journal = tmp_path / "w.journal"
+    args = [sys.executable, "-m", "dhns_search", "run", "--space", str(_space(tmp_path)), "--workers", "2",
+            "--n-trials", "2", "--sampler", "random", "--pruner", "none", "--tracking-uri", "none",
+            "--storage", f"journal:{journal}", "--no-live"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:  # the parent prints this line, then starts the workers
+        seen.append(line)
+        if " workers (" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    out = "".join(seen) + out
+    assert " workers (" in out, out + err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err and "terminate called" not in err, err
+    assert _interrupted_line(err).startswith("interrupted; continue with: dhns-search run --study faults"), err
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert study.trials == []
+
+    done = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
 def test_ctrl_c_on_run_with_workers_stops_every_worker_cleanly_and_the_same_command_finishes(tmp_path):
     """The signal reaches the parent only (as ``kill -INT``): it passes it on; one line, exit 130, no
     trial left RUNNING; the same command then meets the budget exactly."""

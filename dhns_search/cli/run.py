@@ -147,10 +147,11 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: 
     from dhns_search.cli.live import LiveTable, quiet_failed_trials
     from dhns_search.search.continuation import joined_options
     from dhns_search.search.runner import StudyInterrupted, run_study
-    from dhns_search.search.workers import run_workers, worker_slots
+    from dhns_search.search.workers import announce_ready, run_workers, worker_slots
 
     slots = worker_slots(options)
     with quiet_failed_trials(), stop_on_signals() as (stop, received):
+        announce_ready()  # a worker of run --workers: from now on a signal is a stop request
         try:
             if len(slots) > 1:
                 summary = run_workers(joined_options(options) if options.join else options, console=console,

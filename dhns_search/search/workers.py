@@ -7,6 +7,9 @@ of its own with its device, its share of the cores (``torch.set_num_threads``) a
 workers read what to run from the study (:func:`~.continuation.joined_options`), take trials under the
 study's budget (:mod:`.budget`) and the last one to stop ends the parent run.  The first Ctrl-C or SIGTERM
 is passed on to every worker (each ends its trial at the next batch, checkpointed); a second one too.
+A worker says on a pipe when its own signal handlers are in place (:func:`announce_ready`); until then
+it has touched no storage, and a stop request ends it with SIGTERM instead (a SIGINT that lands while
+Python or torch is still importing is a traceback or an abort from C++, not a stop request).
 
 Storages: several processes need one that takes concurrent writers (a journal file, Redis, PostgreSQL):
 without ``--storage``, ``journal:studies/<study>.journal``; a SQLite storage is refused with advice.
@@ -28,10 +31,12 @@ from dhns_search.errors import ConfigError, StudyError
 from dhns_search.search.options import RunOptions
 from dhns_search.search.urls import default_journal, default_storage, display_url, sqlite_path
 
-__all__ = ["parse_devices", "run_workers", "worker_slots"]
+__all__ = ["announce_ready", "parse_devices", "run_workers", "worker_slots"]
 
 #: seconds between two looks at the study while the workers run (the lines of finished trials)
 POLL_SECONDS = 1.0
+#: the environment variable that gives a spawned worker the pipe on which it says it is ready
+READY_FD_ENV = "DHNS_SEARCH_READY_FD"
 
 
 def parse_devices(text: str) -> list[str]:
@@ -141,9 +146,12 @@ def run_workers(options: RunOptions, *, console: Console | None = None, stop: th
     threads = options.threads or _threads(len(slots))
     console.print(f"study [bold]{name}[/]: {len(slots)} workers ({', '.join(s or 'auto' for s in slots)}; "
                   f"{threads} thread(s) each) on {display_url(storage)}", highlight=False)
-    procs = [subprocess.Popen(worker_command(options, name, storage, dev, threads), start_new_session=True)
-             for dev in slots]
-    codes = _wait(procs, run.study, console, stop, first)
+    workers = [_spawn(worker_command(options, name, storage, dev, threads)) for dev in slots]
+    try:
+        codes = _wait(workers, run.study, console, stop, first)
+    finally:
+        for w in workers:
+            os.close(w.ready_fd)
     tracking = options.tracking_uri if bridge is not None else None
     new = [t.number for t in run.study.get_trials(deepcopy=False) if t.number >= first]
     summary = _summary(run, bridge, tracking, new, ([], {}), time.perf_counter() - t0)
@@ -158,34 +166,81 @@ def run_workers(options: RunOptions, *, console: Console | None = None, stop: th
     return summary
 
 
-def _wait(procs: list[subprocess.Popen], study, console: Console, stop: threading.Event | None,
+class _Worker:
+    """A worker process and the read end of its ready pipe."""
+
+    def __init__(self, proc: subprocess.Popen, ready_fd: int):
+        self.proc, self.ready_fd = proc, ready_fd
+        self.ready = False
+        self.asked = 0  # stop requests passed on
+
+    def poll_ready(self) -> bool:
+        if not self.ready:
+            try:
+                self.ready = os.read(self.ready_fd, 1) == b"r"
+            except BlockingIOError:  # nothing written yet
+                pass
+        return self.ready
+
+    def ask_to_stop(self) -> None:
+        """SIGINT to a ready worker (it stops at the next batch; a second one at once); SIGTERM to one whose
+        handlers are not in place yet (it has started nothing: the default action ends it quietly)."""
+        if self.proc.poll() is not None:
+            return
+        self.asked += 1
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT if self.poll_ready() else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _spawn(cmd: list[str]) -> _Worker:
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, pass_fds=(write_fd,),
+                                env={**os.environ, READY_FD_ENV: str(write_fd)})
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    os.set_blocking(read_fd, False)
+    return _Worker(proc, read_fd)
+
+
+def announce_ready() -> None:
+    """In a worker that ``run --workers`` started: say that its signal handlers are in place (call it right
+    after installing them, before touching the storage).  Elsewhere nothing."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"r")
+        os.close(int(fd))
+    except (OSError, ValueError):  # the parent is gone, or the variable is not ours
+        pass
+
+
+def _wait(workers: list[_Worker], study, console: Console, stop: threading.Event | None,
           first: int) -> list[int]:
     """Wait for every worker: print each trial as it finishes, pass stop requests on; returns exit codes."""
     shown: set[int] = set()
-    passed = False  # the first stop request was passed on to the workers
     try:
-        while not all(p.poll() is not None for p in procs):
-            if stop is not None and stop.is_set() and not passed:
-                passed = True
-                _signal_all(procs)
+        while not all(w.proc.poll() is not None for w in workers):
+            if stop is not None and stop.is_set():
+                for w in workers:
+                    if not w.asked:
+                        w.ask_to_stop()
             _show_finished(study, console, shown, first)
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:  # a second request: the workers stop at once too, then this process
-        _signal_all(procs)
-        for p in procs:
-            p.wait()
+        for w in workers:
+            w.ask_to_stop()
+        for w in workers:
+            w.proc.wait()
         raise
     _show_finished(study, console, shown, first)
-    return [p.returncode for p in procs]
-
-
-def _signal_all(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+    return [w.proc.returncode for w in workers]
 
 
 def _show_finished(study, console: Console, shown: set[int], first: int) -> None:
