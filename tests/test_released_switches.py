@@ -67,8 +67,8 @@ def test_kgc_diffusion_weight_scales_only_the_kgc_gradient(synth_dataset):
     full = [g for g in results[1.0][1] if g is not None]
     assert full and any(g.abs().sum() > 0 for g in full)
     for g3, g1 in zip(results[0.3][1], results[1.0][1]):
-        if g1 is not None:
-            torch.testing.assert_close(g3, 0.3 * g1, rtol=1e-5, atol=1e-9)
+        if g1 is not None:  # fp32 sums of scaled terms: a few ulps of the tensor's largest entry, not of each
+            torch.testing.assert_close(g3, 0.3 * g1, rtol=1e-5, atol=1e-6 * float(g1.abs().max()))
 
 
 @pytest.mark.parametrize("noise", ["independent", "shared"])
