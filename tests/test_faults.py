@@ -259,6 +259,7 @@ def test_ctrl_c_while_the_workers_start_ends_them_quietly_and_the_same_command_f
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_run_with_workers_stops_every_worker_cleanly_and_the_same_command_finishes(tmp_path):
     """The signal reaches the parent only (as ``kill -INT``): it passes it on; one line, exit 130, no
     trial left RUNNING; the same command then meets the budget exactly."""

@@ -172,7 +172,7 @@ class _Worker:
     def __init__(self, proc: subprocess.Popen, ready_fd: int):
         self.proc, self.ready_fd = proc, ready_fd
         self.ready = False
-        self.asked = 0  # stop requests passed on
+        self.asked = False  # a stop request was passed on
 
     def poll_ready(self) -> bool:
         if not self.ready:
@@ -187,7 +187,7 @@ class _Worker:
         handlers are not in place yet (it has started nothing: the default action ends it quietly)."""
         if self.proc.poll() is not None:
             return
-        self.asked += 1
+        self.asked = True
         try:
             os.killpg(self.proc.pid, signal.SIGINT if self.poll_ready() else signal.SIGTERM)
         except ProcessLookupError:
