@@ -30,7 +30,11 @@ def _resumed(cfg, dataset, run_dir, stops):
     [],  # the cheap DHNS default: cached negatives are carried across the interruption
     ["dhns.kgc_diffusion_weight=1.0", "dhns.refresh_every=3"],
     ["dhns.enabled=false", "negatives.filtered=true"],
-], ids=["dhns", "dhns-undetached", "uniform"])
+    # the schedule's state (decays so far) must come back with the checkpoint
+    ["dhns.enabled=false", "negatives.sampler=all", "negatives.corrupt=both", "loss.kind=cross_entropy",
+     "train.lr_schedule=plateau", "train.lr_patience=0", "train.lr_decay=0.3"],
+    ["train.lr_schedule=cosine"],
+], ids=["dhns", "dhns-undetached", "uniform", "one-vs-all-plateau", "dhns-cosine"])
 def test_resumed_run_ends_bit_for_bit_where_the_uninterrupted_one_ends(extra, synth_dataset, tmp_path):
     cfg = load_config(preset="dhns-distmult", overrides=[*FAST, *extra])
     whole = train(cfg, dataset=synth_dataset)

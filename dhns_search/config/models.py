@@ -71,8 +71,9 @@ class ModelConfig(StrictModel):
     dim: int = Field(64, ge=2, description="model dimension d (RotatE/ComplEx: d complex = 2d reals)")
     gamma: float = Field(12.0, gt=0.0, description="margin of distance scorers; sets the init range")
     epsilon: float = Field(2.0, gt=0.0, description="init range is (gamma + epsilon) / dim")
-    fusion: Literal["attention", "mean", "none"] = Field(
-        "attention", description="how modality vectors become one entity vector; none = structural only"
+    fusion: Literal["attention", "mean", "sum", "none"] = Field(
+        "attention", description="how modality vectors become one entity vector: attention (released), mean, sum "
+        "(structural + projected features, a residual) or none (structural only)"
     )
     feature_mode: Literal["frozen", "finetune"] = Field(
         "frozen", description="keep raw feature rows fixed, or fine-tune them as the released code does"
@@ -86,24 +87,40 @@ class ModelConfig(StrictModel):
 
 
 class NegativeConfig(StrictModel):
-    sampler: Literal["uniform", "bernoulli"] = "uniform"
-    corrupt: Literal["alternate", "head", "tail", "mixed"] = Field(
-        "alternate", description="alternate head/tail batches (released), one side only, or mixed per row"
+    """Base negatives of the KGC loss.
+
+    ``uniform`` and ``bernoulli`` draw ``num`` corrupted triples per positive (sLCWA); ``all`` scores every
+    entity as a candidate of each query (1vsAll, LibKGE's name; PyKEEN's LCWA without the multi-label
+    target): the loss is then a softmax cross-entropy over all entities (``loss.kind: cross_entropy``),
+    and ``num`` / ``filtered`` are not used.
+    """
+
+    sampler: Literal["uniform", "bernoulli", "all"] = "uniform"
+    corrupt: Literal["alternate", "head", "tail", "mixed", "both"] = Field(
+        "alternate", description="alternate head/tail batches (released), one side only, mixed per row, or "
+        "both (sampler all only: a head and a tail query for every positive)"
     )
-    num: int = Field(32, ge=1, description="negatives per positive")
-    filtered: bool = Field(False, description="re-draw negatives that are true training triples")
+    num: int = Field(32, ge=1, description="negatives per positive (sampled negatives only)")
+    filtered: bool = Field(False, description="re-draw negatives that are true training triples (sampled only)")
 
     @model_validator(mode="after")
-    def _bernoulli_needs_mixed(self) -> NegativeConfig:
+    def _consistent(self) -> NegativeConfig:
         if self.sampler == "bernoulli" and self.corrupt != "mixed":
             raise ValueError("sampler 'bernoulli' picks the side per triple: it needs corrupt 'mixed'")
+        if self.corrupt == "both" and self.sampler != "all":
+            raise ValueError("corrupt 'both' (a head and a tail query per positive) needs sampler 'all'")
+        if self.sampler == "all" and self.corrupt == "mixed":
+            raise ValueError("sampler 'all' ranks whole sides: use corrupt 'both', 'alternate', 'head' or 'tail'")
         return self
 
 
 class LossConfig(StrictModel):
-    kind: Literal["self_adversarial", "margin_ranking", "softplus"] = "self_adversarial"
+    kind: Literal["self_adversarial", "margin_ranking", "softplus", "cross_entropy"] = "self_adversarial"
     adv_temperature: float = Field(0.5, ge=0.0, description="self-adversarial alpha; 0 = uniform weights")
     margin: float = Field(1.0, gt=0.0, description="margin of the margin-ranking loss")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="cross_entropy: share of the target's mass spread over all candidates"
+    )
     regularizer: Literal["none", "l2", "l3"] = "l3"
     reg_weight: float = Field(1.0e-6, ge=0.0)
 
@@ -252,6 +269,18 @@ class TrainConfig(StrictModel):
     metric: Literal[
         "mrr_realistic_filtered", "mrr_optimistic_filtered", "hits_at_10_realistic_filtered"
     ] = "mrr_realistic_filtered"
+    feature_lr_factor: float = Field(
+        1.0, gt=0.0, le=1.0, description="learning rate of the feature side (projections, missing vectors, "
+        "fusion attention, fine-tuned feature rows) as a fraction of train.lr: one projection is shared by "
+        "every entity, so Adam's per-step change of a projected vector is far larger than of an embedding row"
+    )
+    lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant", description="constant; cosine (annealed per epoch to lr * lr_min_factor at the last epoch); "
+        "plateau (multiplied by lr_decay after lr_patience evaluations without improvement)"
+    )
+    lr_min_factor: float = Field(0.01, ge=0.0, le=1.0, description="cosine: final lr as a fraction of train.lr")
+    lr_decay: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: factor applied to the lr")
+    lr_patience: int = Field(1, ge=0, description="plateau: evaluations without improvement before a decay")
     eval_batch_size: int = Field(256, ge=1, description="queries scored at once during evaluation")
     test: bool = Field(True, description="evaluate the restored best checkpoint on the test split")
     test_curve: bool = Field(
@@ -276,3 +305,14 @@ class RunConfig(StrictModel):
     provenance: dict[str, str | int | float | None] | None = Field(
         None, description="where an exported config came from (study, trial, metric, versions)"
     )
+
+    @model_validator(mode="after")
+    def _one_vs_all(self) -> RunConfig:
+        if self.negatives.sampler == "all":
+            if self.loss.kind != "cross_entropy":
+                raise ValueError(f"negatives.sampler 'all' (1vsAll) is trained with loss.kind 'cross_entropy', "
+                                 f"not {self.loss.kind!r}")
+            if self.model.scorer == "rotate":
+                raise ValueError("negatives.sampler 'all' with model.scorer 'rotate': its backward pass would hold "
+                                 "[batch, entities, dim] moduli; use sampled negatives (uniform, bernoulli)")
+        return self

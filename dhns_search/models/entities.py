@@ -16,6 +16,10 @@ Fusion (``fusion``):
 * ``attention`` (released code): ``e = sum_m softmax_m(a . tanh(e_m)) * e_m`` with one learned vector
   ``a``, the softmax taken over the available modalities only;
 * ``mean``: the mean of the available modality vectors;
+* ``sum``: the structural vector plus the projected vectors of the available feature modalities (a
+  residual: the structural vector keeps its full weight, the features add a shared, content-based part;
+  an entity that never occurs in training, whose structural row the regulariser and Adam drive towards
+  zero, is then represented by its features);
 * ``none``: the structural vector only (feature projections are still built: DHNS generates in them).
 
 Modality order: ``["structural", *sorted(feature names)]``.
@@ -37,7 +41,7 @@ from dhns_search.errors import ConfigError, DataError
 
 __all__ = ["FeatureSource", "MultimodalEntities"]
 
-FUSIONS = ("attention", "mean", "none")
+FUSIONS = ("attention", "mean", "sum", "none")
 FEATURE_MODES = ("frozen", "finetune")
 
 
@@ -83,7 +87,7 @@ class MultimodalEntities(nn.Module):
         num_entities: number of entities N.
         width: reals per entity vector (the scorer's ``entity_width(dim)``).
         features: modality name -> table with ``values`` [N, fw] and ``mask`` [N] (may be empty).
-        fusion: ``"attention"``, ``"mean"`` or ``"none"`` (see the module docstring).
+        fusion: ``"attention"``, ``"mean"``, ``"sum"`` or ``"none"`` (see the module docstring).
         feature_mode: ``"frozen"`` keeps the raw rows fixed; ``"finetune"`` trains them (released code).
         missing: ``"learned"`` or ``"project"`` (see the module docstring).
         normalize: L2-normalise the fused vector.
@@ -98,7 +102,7 @@ class MultimodalEntities(nn.Module):
         width: int,
         features: Mapping[str, FeatureSource] | None = None,
         *,
-        fusion: Literal["attention", "mean", "none"] = "attention",
+        fusion: Literal["attention", "mean", "sum", "none"] = "attention",
         feature_mode: Literal["frozen", "finetune"] = "frozen",
         missing: Literal["learned", "project"] = "learned",
         normalize: bool = False,
@@ -202,7 +206,7 @@ class MultimodalEntities(nn.Module):
         Args:
             vectors: [..., M, we] modality vectors in :attr:`modalities` order (real or generated).
             mask: bool [..., M] available modalities, or None for all.  A row with no available modality
-                gets uniform attention weights (attention) or the zero vector (mean) instead of NaN.
+                gets uniform attention weights (attention) or the zero vector (mean, sum) instead of NaN.
 
         Returns:
             [..., we] fused vectors (L2-normalised when ``normalize``).
@@ -220,6 +224,8 @@ class MultimodalEntities(nn.Module):
                 logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
             weights = torch.softmax(logits, dim=-1)
             fused = (weights.unsqueeze(-1) * vectors).sum(dim=-2)
+        elif self.fusion == "sum":
+            fused = vectors.sum(dim=-2) if mask is None else (vectors * mask.to(vectors.dtype).unsqueeze(-1)).sum(dim=-2)
         else:  # mean
             if mask is None:
                 fused = vectors.mean(dim=-2)

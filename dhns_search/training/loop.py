@@ -131,6 +131,7 @@ class _Run:
     dataset: Any
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: Any  #: the learning-rate schedule of ``train.lr_schedule`` (None = constant)
     terms: dict[str, LossTerm]
     evaluator: Any
     index_rng: torch.Generator  #: shuffling and base negatives (CPU)
@@ -167,6 +168,8 @@ def _train(cfg, dataset, callbacks, run_dir, resume, stop) -> TrainResult:
         while state.epoch < run.cfg.train.epochs and not state.stopped_early:
             # ---- one epoch of training steps (resumes mid-epoch after an interrupt)
             stats = _train_epoch(run, state, bar, task, stop)
+            if run.cfg.train.lr_schedule == "cosine":
+                run.scheduler.step()
             for cb in callbacks:
                 hook = getattr(cb, "on_epoch_end", None)
                 if hook is not None:
@@ -220,9 +223,10 @@ def _setup(cfg: RunConfig, dataset, run_dir: str | Path | None) -> _Run:
     if cfg.dhns.enabled:
         cfg = _resolve_modalities(cfg, list(model.entities.modalities))
         terms["dhns"] = DHNSTerm(model, cfg, device)
+    optimizer = torch.optim.Adam(_param_groups(model, cfg.train), lr=cfg.train.lr)
     return _Run(
-        cfg=cfg, device=device, dataset=dataset, model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=cfg.train.lr), terms=terms,
+        cfg=cfg, device=device, dataset=dataset, model=model, optimizer=optimizer,
+        scheduler=make_lr_scheduler(optimizer, cfg.train), terms=terms,
         evaluator=FilteredEvaluator([dataset.train, dataset.valid, dataset.test], dataset.num_entities,
                                     batch_size=cfg.train.eval_batch_size),
         index_rng=index_rng, train_triples=dataset.train.to(device), valid_triples=dataset.valid.to(device),
@@ -248,6 +252,7 @@ def _train_epoch(run: _Run, state: TrainState, bar, task, stop: threading.Event 
         bar.update(task, advance=1, epoch=at.epoch, loss=f"{loss:.4f}")
     stats = {k: v / run.n_batches for k, v in state.sums.items()}
     stats["epoch_seconds"] = state.epoch_elapsed + time.perf_counter() - t_start
+    stats["lr"] = run.optimizer.param_groups[0]["lr"]
     state.epoch, state.batch, state.perm = state.epoch + 1, 0, None
     return stats
 
@@ -278,6 +283,8 @@ def _evaluate(run: _Run, state: TrainState, stats: dict[str, float], callbacks: 
         record["test"] = run.evaluator.evaluate(run.model, run.dataset.test.to(run.device))
     state.history.append(record)
     value = valid[run.cfg.train.metric]
+    if run.cfg.train.lr_schedule == "plateau":
+        run.scheduler.step(value)
     if state.improve(value, state.epoch, valid):
         run.best = snapshot(run.model, run.generator)
     if run.cfg.train.patience and state.bad_evals >= run.cfg.train.patience:
@@ -301,6 +308,7 @@ def _checkpoint(run: _Run, state: TrainState) -> Path:
     save_checkpoint(path, {
         "config": run.cfg.model_dump(mode="json"), "state": state.to_dict(),
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
         "terms": {name: term.state_dict() for name, term in run.terms.items()},
         "rng": rng, "best": {"epoch": state.best_epoch, "model": run.best[0], "generator": run.best[1]},
     })
@@ -323,6 +331,8 @@ def _restore(run: _Run) -> TrainState:
         raise TrainingError(f"{run.path}: the checkpoint was written by another configuration ({diff})")
     run.model.load_state_dict(data["model"])
     run.optimizer.load_state_dict(data["optimizer"])
+    if run.scheduler is not None and data.get("scheduler") is not None:
+        run.scheduler.load_state_dict(data["scheduler"])
     for name, term in run.terms.items():
         term.load_state_dict(data["terms"][name])
     torch.set_rng_state(data["rng"]["torch"])
@@ -337,6 +347,41 @@ def _restore(run: _Run) -> TrainState:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _param_groups(model: torch.nn.Module, cfg) -> list[dict]:
+    """The KGC optimiser's parameter groups: the feature side at ``lr * feature_lr_factor``, the rest at ``lr``.
+
+    The feature side is every parameter of ``model.entities`` but the structural table (projections,
+    missing vectors, the fusion's attention vector, fine-tuned feature rows).  With factor 1 there is one
+    group, as before the option existed (the optimiser state of older checkpoints then still loads).
+    """
+    if cfg.feature_lr_factor == 1.0:
+        return [{"params": list(model.parameters())}]
+    feature_ids = {id(p) for name, p in model.entities.named_parameters() if name != "structural"}
+    feature = [p for p in model.parameters() if id(p) in feature_ids]
+    rest = [p for p in model.parameters() if id(p) not in feature_ids]
+    return [{"params": rest}, {"params": feature, "lr": cfg.lr * cfg.feature_lr_factor}]
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg) -> Any:
+    """The schedule of ``cfg.lr_schedule`` (a :class:`~dhns_search.config.models.TrainConfig`) on ``optimizer``.
+
+    ``constant``: None.  ``cosine``: annealed once per epoch, from ``lr`` (epoch 1) to ``lr * lr_min_factor``
+    (reached after the last epoch).  ``plateau``: ``ReduceLROnPlateau`` on the validation metric (maximised),
+    stepped at every evaluation: after ``lr_patience`` evaluations without improvement the lr is multiplied
+    by ``lr_decay``.  Only the KGC optimiser is scheduled; the generator keeps ``dhns.generator_lr``.
+    """
+    if cfg.lr_schedule == "constant":
+        return None
+    if cfg.lr_schedule == "cosine":
+        low, epochs = cfg.lr_min_factor, cfg.epochs  # every group annealed to the same fraction of its own lr
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda e: low + (1.0 - low) * (1.0 + math.cos(math.pi * min(e, epochs) / epochs)) / 2.0)
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay,
+                                                          patience=cfg.lr_patience, threshold=0.0)
+    raise ConfigError(f"train.lr_schedule: unknown schedule {cfg.lr_schedule!r}")
+
+
 def _progress(enabled: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

@@ -11,6 +11,9 @@ All losses take ``pos`` [B] positive scores and ``neg`` [B, K] scores of each po
   trained.  ``alpha = 0`` gives uniform weights, i.e. the plain mean over negatives.
 * ``margin_ranking``: ``mean_{b,j} relu(margin - p_b + n_bj)``.
 * ``softplus``: ``mean_b softplus(-p_b) + mean_{b,j} softplus(n_bj)`` (the logistic loss).
+* ``cross_entropy``: ``mean_b -log softmax([p_b, n_b1, ..., n_bK])_0`` (sampled softmax), with optional
+  label smoothing.  With ``negatives.sampler: all`` (1vsAll) the trainer calls
+  :func:`cross_entropy_all` instead, over the scores of every entity.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ __all__ = [
     "kgc_loss",
     "margin_ranking_loss",
     "regularization_loss",
+    "cross_entropy_all",
+    "cross_entropy_loss",
     "self_adversarial_loss",
     "softplus_loss",
 ]
@@ -56,6 +61,22 @@ def softplus_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.softplus(-pos).mean() + F.softplus(neg).mean()
 
 
+def cross_entropy_loss(pos: torch.Tensor, neg: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+    """pos: [B] positive scores, neg: [B, K] negative scores -> scalar softmax cross-entropy of the positive
+    among its K + 1 candidates."""
+    _check(pos, neg)
+    logits = torch.cat((pos.unsqueeze(-1), neg), dim=-1)
+    return F.cross_entropy(logits, logits.new_zeros(pos.shape[0], dtype=torch.long), label_smoothing=label_smoothing)
+
+
+def cross_entropy_all(scores: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+    """scores: [B, N] scores of every entity for B queries, target: [B] the true entity of each -> scalar
+    mean softmax cross-entropy (1vsAll; other true answers of a query count as negatives, as in LibKGE)."""
+    if scores.dim() != 2 or target.shape != scores.shape[:1]:
+        raise ValueError(f"expected scores [B, N] and target [B], got {tuple(scores.shape)} and {tuple(target.shape)}")
+    return F.cross_entropy(scores, target, label_smoothing=label_smoothing)
+
+
 #: registry: ``loss.kind`` -> function of (pos, neg, cfg)
 LOSSES = {
     "self_adversarial": lambda pos, neg, cfg: self_adversarial_loss(
@@ -63,6 +84,7 @@ LOSSES = {
     ),
     "margin_ranking": lambda pos, neg, cfg: margin_ranking_loss(pos, neg, margin=cfg.margin),
     "softplus": lambda pos, neg, cfg: softplus_loss(pos, neg),
+    "cross_entropy": lambda pos, neg, cfg: cross_entropy_loss(pos, neg, label_smoothing=cfg.label_smoothing),
 }
 
 
