@@ -20,7 +20,11 @@ N_TRIALS_HELP = (
     "The study's budget: its trials across all workers and runs, counting COMPLETE, PRUNED, FAIL and RUNNING "
     "trials (a failed trial that is retried from its checkpoint counts once); the run stops when the study "
     f"has that many, so the same command continues an interrupted study. Default: the study's own, "
-    f"{DEFAULT_N_TRIALS} for a new study (unless --timeout is given).")
+    f"{DEFAULT_N_TRIALS} for a new study (unless --timeout or --cpu-hours is given).")
+CPU_HOURS_HELP = (
+    "The study's CPU budget: no trial starts once its finished trials have spent this many CPU-hours (every "
+    "thread of each trial's process; recorded on the study, so the same command continues to it; with "
+    "--n-trials too, the first one met ends the run).")
 
 
 @app.command("run")
@@ -33,6 +37,8 @@ def run_command(
         "--n-trials", "-n", help=N_TRIALS_HELP)] = _D.n_trials,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Stop starting trials after SECONDS (each worker).")] = _D.timeout,
+    cpu_hours: Annotated[float | None, typer.Option(
+        "--cpu-hours", help=CPU_HOURS_HELP, show_default=False)] = _D.cpu_hours,
     sampler: Annotated[str, typer.Option(
         "--sampler", help="tpe, random, cmaes, gp, qmc or nsga2 (several objectives: all but cmaes).")] = _D.sampler,
     pruner: Annotated[str | None, typer.Option(
@@ -91,7 +97,8 @@ def run_command(
     Ctrl-C or SIGTERM ends the trial in progress at its next batch (checkpointed, queued again) and prints
     the command that continues the study; a second one stops at once.
     """
-    options = RunOptions(space=space, study=study, n_trials=n_trials, timeout=timeout, sampler=sampler,
+    options = RunOptions(space=space, study=study, n_trials=n_trials, timeout=timeout, cpu_hours=cpu_hours,
+                         sampler=sampler,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, seed=seed, device=device,
                          enqueue=list(enqueue or []), overrides=list(overrides or []),
                          objectives=objective, max_epoch_seconds=max_epoch_seconds,
@@ -187,6 +194,9 @@ def _print_summary(summary, *, explicit_storage: bool) -> None:
     if not summary.new_trials and summary.budget is not None and summary.stopped == "budget met":
         console.print(f"the study's budget of {summary.budget} trials (--n-trials) is met; give a larger "
                       "--n-trials to run more", highlight=False)
+    if summary.stopped and summary.stopped.startswith("CPU budget met"):
+        console.print(f"the study's {summary.stopped} (--cpu-hours); give a larger --cpu-hours to run more",
+                      highlight=False)
     if not summary.parent_ended:
         console.print("other workers are still running trials of this study; the last one to finish ends the "
                       "MLflow parent run", highlight=False)

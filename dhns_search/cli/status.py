@@ -74,6 +74,8 @@ def _print_report(report: StudyReport) -> None:
     console.print(f"space {report.space}, seed {report.seed}, metric {report.metric}", highlight=False)
     if report.budget is not None:
         console.print(f"budget: {report.used} of {report.budget} trials (--n-trials)", highlight=False)
+    if report.cost is not None:
+        console.print(_cost_line(report), highlight=False)
     for number, worker in report.dead:
         console.print(f"[yellow]trial {number} is RUNNING but its worker ({worker}) is gone[/]: the next run or worker "
                       "on this machine retries it from its checkpoint", highlight=False)
@@ -98,6 +100,19 @@ def _print_report(report: StudyReport) -> None:
                       highlight=False)
     for number, reason in report.failures:
         console.print(f"[red]failed[/] trial {number}: {reason}", highlight=False)
+
+
+def _cost_line(report: StudyReport) -> str:
+    cost = report.cost
+    line = f"spent: {cost.cpu_hours:.3g} CPU-hours"
+    if report.cpu_budget is not None:
+        line += f" of {report.cpu_budget:g} (--cpu-hours)"
+    line += f", {cost.wall_seconds / 3600:.3g} trial-hours"
+    if cost.untimed:
+        line += f" ({cost.untimed} finished trial(s) without a CPU time)"
+    if cost.disk_bytes is not None:
+        line += f"; trial folders {cost.disk_bytes / 2**20:.1f} MiB on this machine ({cost.checkpoints} checkpoint(s))"
+    return line
 
 
 def _print_leaderboard(report: StudyReport) -> None:

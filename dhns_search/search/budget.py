@@ -1,5 +1,7 @@
 """One worker's trials: started one at a time under the study's budget lock, until the study's budget is
-met, this worker's cap or the timeout is reached, or a stop is requested (Ctrl-C, SIGTERM).
+met (``--n-trials``, or ``--cpu-hours``: the CPU time its finished trials spent), this worker's cap or the
+timeout is reached, or a stop is requested (Ctrl-C, SIGTERM).  The CPU budget is checked before each
+trial, so a study ends at most one trial per worker beyond it.
 
 ``--n-trials`` is the study's budget across all workers (:func:`~.recovery.budget_used` says which
 trials count).  Before each trial the worker sweeps trials of dead workers of this machine (they are
@@ -28,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dhns_search.errors import DhnsError
 from dhns_search.search.locks import budget_lock
 from dhns_search.search.objective import TRACKING_FAILED
-from dhns_search.search.recovery import budget_used, retried_numbers, retry_trial, sweep_dead_workers
+from dhns_search.search.recovery import budget_used, cpu_spent, retried_numbers, retry_trial, sweep_dead_workers
 from dhns_search.search.trial_folder import INTERRUPTED
 
 __all__ = ["WorkerRun", "run_trials"]
@@ -48,6 +50,7 @@ class WorkerRun:
 
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *, storage_url: str,
                n_trials: int | None, per_worker: int | None = None, timeout: float | None = None,
+               cpu_hours: float | None = None,
                stop: threading.Event | None = None, engine: Any = None, catch: tuple[type[Exception], ...] = (),
                callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> WorkerRun:
     """Run trials of ``study`` with ``objective`` as the module docstring says; returns what this worker did."""
@@ -65,8 +68,10 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                 done.reason = f"--timeout {timeout:g} s reached"
                 break
             sweep_dead_workers(study)
-            if not _one_trial(study, objective, done, storage_url, n_trials, engine, catch, callbacks):
+            if not _one_trial(study, objective, done, storage_url, n_trials, cpu_hours, engine, catch, callbacks):
                 done.reason = "budget met"
+                if cpu_hours is not None and cpu_spent(study) >= cpu_hours * 3600.0:
+                    done.reason = f"CPU budget met ({cpu_spent(study) / 3600.0:.2f} of {cpu_hours:g} CPU-hours)"
                 break
     except (KeyboardInterrupt, DhnsError):  # a second Ctrl-C, a failing store: queue the trial again
         _requeue_interrupted(study, done.trials[-1:])
@@ -77,12 +82,14 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
 
 
 def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], Any], done: WorkerRun, storage_url: str,
-               n_trials: int | None, engine: Any, catch: tuple[type[Exception], ...],
+               n_trials: int | None, cpu_hours: float | None, engine: Any, catch: tuple[type[Exception], ...],
                callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]]) -> bool:
     """Start one trial unless the budget is met (False then)."""
     with contextlib.ExitStack() as held:
         held.enter_context(budget_lock(storage_url, study.study_name, engine=engine))
         if n_trials is not None and budget_used(study) >= n_trials:
+            return False
+        if cpu_hours is not None and cpu_spent(study) >= cpu_hours * 3600.0:
             return False
 
         def first_release(trial: optuna.Trial) -> Any:

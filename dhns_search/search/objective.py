@@ -239,7 +239,7 @@ class Objective:
         return data
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         folder = TrialFolder.start(trial, self.work_dir, self.device)  # a retry continues its dead trial's
         seed = folder.seed if folder.seed is not None else trial_seed(self.study_seed, trial.number)
         trial.set_user_attr("seed", seed)
@@ -288,6 +288,8 @@ class Objective:
             raise
         finally:
             trial.set_user_attr("trial_seconds", round(time.perf_counter() - t0, 3))
+            # CPU seconds of this process (every thread) during the trial: what a campaign spends
+            trial.set_user_attr("cpu_seconds", round(time.process_time() - cpu0, 3))
             if out.callback is not None and out.callback.first_epoch is not None and folder.resume:
                 trial.set_user_attr("resumed_from_epoch", out.callback.first_epoch - 1)
             folder.finish(out.state)

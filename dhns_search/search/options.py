@@ -36,6 +36,9 @@ class RunOptions:
     #: (None: :data:`DEFAULT_N_TRIALS` unless ``timeout`` is given, or the study's own when continuing)
     n_trials: int | None = None
     timeout: float | None = None
+    #: the study's CPU budget in hours: no trial starts once its finished trials spent that much CPU time
+    #: (recorded on the study like ``n_trials``; None: the study's own, if any)
+    cpu_hours: float | None = None
     sampler: str = "tpe"
     #: None: ``median`` for one objective, ``none`` for several
     pruner: str | None = None

@@ -153,6 +153,13 @@ def budget_used(study: optuna.Study) -> int:
                                                                       and t.number in retried))
 
 
+def cpu_spent(study: optuna.Study) -> float:
+    """CPU seconds the study's finished trials spent (their ``cpu_seconds``; trials of earlier versions and
+    trials whose worker died recorded none), the measure of ``run --cpu-hours``."""
+    return sum(float(t.user_attrs.get("cpu_seconds", 0.0)) for t in study.get_trials(deepcopy=False)
+               if t.state.is_finished())
+
+
 def running_elsewhere(study: optuna.Study, mine: Iterable[int] = ()) -> list[int]:
     """The numbers of RUNNING trials other than ``mine``."""
     skip = set(mine)

@@ -30,7 +30,7 @@ from dhns_search.search.storage import known_studies, make_storage, open_study
 from dhns_search.search.targets import ObjectiveSpec, study_caps, study_objectives
 from dhns_search.search.urls import display_url
 
-__all__ = ["FrontRow", "StudyInfo", "StudyReport", "list_studies", "study_report"]
+__all__ = ["FrontRow", "StudyCost", "StudyInfo", "StudyReport", "list_studies", "study_cost", "study_report"]
 
 
 @dataclass
@@ -104,12 +104,63 @@ class StudyReport:
     infeasible: list[tuple[int, float, str]] = field(default_factory=list)
     n_infeasible: int = 0
     budget: int | None = None  # the study's --n-trials
+    cpu_budget: float | None = None  # the study's --cpu-hours
     used: int = 0  # trials counted against it
     dead: list[tuple[int, str]] = field(default_factory=list)  # RUNNING trials of a dead worker of this machine
+    cost: StudyCost | None = None  # CPU time the trials spent, disk their folders hold
 
     @property
     def multi(self) -> bool:
         return len(self.objectives) > 1
+
+
+@dataclass
+class StudyCost:
+    """What a study has spent: CPU time of its finished trials, disk of its trial folders on this machine."""
+
+    cpu_seconds: float  #: the sum of the trials' ``cpu_seconds`` (every thread of the trial's process)
+    wall_seconds: float  #: the sum of the trials' ``trial_seconds``
+    timed: int  #: trials that recorded their CPU time
+    untimed: int  #: finished trials without it (recorded by an earlier version, or a worker that died)
+    disk_bytes: int | None  #: bytes under the trial folders this machine can see; None when none can be seen
+    checkpoints: int  #: checkpoint files among them (a running or interrupted trial keeps one)
+
+    @property
+    def cpu_hours(self) -> float:
+        return self.cpu_seconds / 3600.0
+
+
+def study_cost(study: optuna.Study) -> StudyCost:
+    """CPU and wall time of the study's trials, and the disk its trial folders use (see :class:`StudyCost`)."""
+    from pathlib import Path
+
+    from dhns_search.search.recovery import RUN_DIR_ATTR
+    from dhns_search.training.checkpoint import CHECKPOINT
+
+    cpu = wall = 0.0
+    timed = untimed = 0
+    folders: set[Path] = set()
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished():
+            if "cpu_seconds" in t.user_attrs:
+                cpu += float(t.user_attrs["cpu_seconds"])
+                timed += 1
+            else:
+                untimed += 1
+            wall += float(t.user_attrs.get("trial_seconds", 0.0))
+        if t.system_attrs.get(RUN_DIR_ATTR):
+            folders.add(Path(t.system_attrs[RUN_DIR_ATTR]))
+    disk, checkpoints, seen = 0, 0, False
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        seen = True
+        for f in folder.rglob("*"):
+            if f.is_file():
+                disk += f.stat().st_size
+                checkpoints += f.name == CHECKPOINT
+    return StudyCost(cpu_seconds=cpu, wall_seconds=wall, timed=timed, untimed=untimed,
+                     disk_bytes=disk if seen else None, checkpoints=checkpoints)
 
 
 def _front_rows(front: Front) -> list[FrontRow]:
@@ -146,8 +197,10 @@ def study_report(name: str, storage: str | None = None, top: int = DEFAULT_TOP) 
         infeasible=[(t.number, primary_value(t, specs), violation_text(study, t)) for t in bad[:top]],
         n_infeasible=len(bad),
         budget=attrs.get("dhns.n_trials"),
+        cpu_budget=attrs.get("dhns.cpu_hours"),
         used=budget_used(study),
         dead=dead_workers(study),
+        cost=study_cost(study),
     )
     if len(specs) > 1:
         front = pareto_front(study)

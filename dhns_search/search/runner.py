@@ -89,6 +89,7 @@ class PreparedRun:
     dataset: Any  # shared by every trial; None when the space searches data.*
     enqueued: list[tuple[dict[str, Any], str]]  # warm starts: (parameter values, where they come from)
     n_trials: int | None
+    cpu_hours: float | None  # the study's CPU budget (run --cpu-hours), or None
     #: what the user should know before the trials start (printed, and kept in the summary)
     notes: list[str] = field(default_factory=list)
     storage: Any = None  # the Optuna storage object (a database storage's engine takes the budget lock)
@@ -263,7 +264,7 @@ def prepare(options: RunOptions) -> PreparedRun:
             study, seed, specs, caps = create_or_continue(name, storage, options, space, metric, requested, caps)
         run = PreparedRun(name=name, space=space, study=study, storage_url=storage_url, seed=seed, metric=metric,
                           objectives=specs, caps=caps, pruner="none", dataset=dataset, enqueued=enqueued,
-                          n_trials=_budget(study, options), notes=study_notes(specs, caps, options.sampler),
+                          n_trials=_budget(study, options), cpu_hours=_cpu_budget(study, options), notes=study_notes(specs, caps, options.sampler),
                           storage=storage, lock=lock,
                           work_dir=study_work_dir(options.work_dir, name, study.user_attrs["dhns.uid"]))
         _configure(run, options)
@@ -294,11 +295,19 @@ def _one_writer(storage_url: str, name: str) -> Any:
 def _budget(study: optuna.Study, options: RunOptions) -> int | None:
     """The study's ``--n-trials``: given now (and then stored), else the study's own, else the default."""
     n_trials = options.n_trials if options.n_trials is not None else study.user_attrs.get("dhns.n_trials")
-    if n_trials is None and options.timeout is None:
+    cpu_budget = options.cpu_hours if options.cpu_hours is not None else study.user_attrs.get("dhns.cpu_hours")
+    if n_trials is None and options.timeout is None and cpu_budget is None:
         n_trials = DEFAULT_N_TRIALS
     if n_trials is not None and study.user_attrs.get("dhns.n_trials") != n_trials:
         study.set_user_attr("dhns.n_trials", int(n_trials))
     return n_trials
+
+
+def _cpu_budget(study: optuna.Study, options: RunOptions) -> float | None:
+    """The study's ``--cpu-hours``: given now (and then stored), else the study's own, else none."""
+    if options.cpu_hours is not None and study.user_attrs.get("dhns.cpu_hours") != options.cpu_hours:
+        study.set_user_attr("dhns.cpu_hours", float(options.cpu_hours))
+    return study.user_attrs.get("dhns.cpu_hours")
 
 
 def _configure(run: PreparedRun, options: RunOptions) -> None:
@@ -340,6 +349,8 @@ def _check_options(options: RunOptions) -> None:
         raise ConfigError(f"--n-trials must be at least 1 (got {options.n_trials})")
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError(f"--timeout must be positive (got {options.timeout})")
+    if options.cpu_hours is not None and not 0 < options.cpu_hours < float("inf"):
+        raise ConfigError(f"--cpu-hours must be a positive number of hours (got {options.cpu_hours})")
     if options.device is not None and not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", options.device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {options.device!r})")
     if options.device is not None and options.device.startswith("cuda"):
@@ -449,6 +460,7 @@ def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None,
         # CMA-ES says so after every constrained trial; the note at the start said it once
         warnings.filterwarnings("ignore", message="Constraints have been set, but CmaEsSampler")
         return run_trials(study, objective, storage_url=run.storage_url, n_trials=run.n_trials,
+                          cpu_hours=run.cpu_hours,
                           per_worker=options.max_trials_per_worker, timeout=options.timeout, stop=stop,
                           engine=getattr(run.storage, "engine", None), catch=(TrialFailed,), callbacks=callbacks)
 
