@@ -120,6 +120,9 @@ def worker_command(
         "--n-trials", "-n", help="Change the study's budget (default: the one its run set).",
         show_default=False)] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after SECONDS.")] = None,
+    cpu_hours: Annotated[float | None, typer.Option(
+        "--cpu-hours", help="Change the study's CPU budget (default: the one its run set).",
+        show_default=False)] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Worker processes on this machine.")] = 1,
     devices: Annotated[str | None, typer.Option(
@@ -140,6 +143,7 @@ def worker_command(
     recorded it; start the worker from a checkout that has the space file at the same path.
     """
     options = RunOptions(study=study, storage=storage, tracking_uri=tracking_uri, n_trials=n_trials, timeout=timeout,
+                         cpu_hours=cpu_hours,
                          device=device, workers=workers, devices=devices, max_trials_per_worker=max_trials_per_worker,
                          work_dir=work_dir, threads=threads, join=True)
     run_and_report(options, live=live, study_name=study, report=not spawned)

@@ -1,0 +1,117 @@
+"""What a campaign needs of `run` and `status`: a CPU budget that the same command continues to, the CPU time
+and disk a study spends, and the shipped campaign spaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import pytest
+from fake_training import fake_run, write_space
+from typer.testing import CliRunner
+
+from dhns_search.cli import app
+from dhns_search.errors import ConfigError
+from dhns_search.search import objective as objective_mod
+from dhns_search.search.options import RunOptions
+from dhns_search.search.reports import study_cost, study_report
+from dhns_search.search.runner import run_study
+from dhns_search.search.space import load_space
+from dhns_search.search.storage import open_study
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = """
+    description: cpu budget test
+    fixed:
+      data.synth.num_entities: 30
+      data.synth.num_triples: 200
+      train.epochs: 2
+      train.eval_every: 1
+    params:
+      train.lr: {type: float, low: 0.001, high: 0.1, log: true}
+"""
+#: CPU seconds each fake trial "spends" (half an hour)
+TRIAL_CPU = 1800.0
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake process CPU clock that only the fake trainer advances."""
+    now = [0.0]
+    monkeypatch.setattr(objective_mod.time, "process_time", lambda: now[0])
+    return now
+
+
+def _trainer(clock):
+    def train(cfg, *, dataset=None, callbacks=(), run_dir=None):
+        clock[0] += TRIAL_CPU
+        return fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr * epoch, stats=lambda epoch: {},
+                        fingerprint="fake")
+    return train
+
+
+def _options(tmp_path: Path, **kw) -> RunOptions:
+    space = write_space(tmp_path, "cpu.yaml", SPACE, [], "warm")
+    return RunOptions(space=space, study="cpu", storage=f"sqlite:///{tmp_path / 'studies.db'}", tracking_uri="none",
+                      sampler="random", work_dir=tmp_path / "work", **kw)
+
+
+def test_cpu_budget_ends_the_study_and_the_same_command_continues_to_it(tmp_path, clock):
+    first = run_study(_options(tmp_path, cpu_hours=1.2), trainer=_trainer(clock))
+    # 0.5 h per trial: after two trials 1.0 h < 1.2 h, so a third one starts; after it 1.5 h >= 1.2 h
+    assert first.new_trials == [0, 1, 2] and first.stopped.startswith("CPU budget met (1.50 of 1.2")
+    study, _ = open_study("cpu", f"sqlite:///{tmp_path / 'studies.db'}")
+    assert [t.user_attrs["cpu_seconds"] for t in study.trials] == [TRIAL_CPU] * 3
+    assert study.user_attrs["dhns.cpu_hours"] == 1.2
+    # continued without --cpu-hours: the study's own budget, already met; no default trial count applies
+    again = run_study(_options(tmp_path), trainer=_trainer(clock))
+    assert again.new_trials == [] and again.stopped.startswith("CPU budget met")
+    # a larger budget runs the difference
+    more = run_study(_options(tmp_path, cpu_hours=2.5), trainer=_trainer(clock))
+    assert more.new_trials == [3, 4]
+    # with --n-trials too, the first budget met ends the run
+    both = run_study(_options(tmp_path, cpu_hours=10.0, n_trials=6), trainer=_trainer(clock))
+    assert both.new_trials == [5] and both.stopped == "budget met"
+
+
+@pytest.mark.parametrize("hours", [0.0, -1.0, float("inf"), float("nan")])
+def test_an_impossible_cpu_budget_is_refused_before_a_study_exists(tmp_path, hours):
+    with pytest.raises(ConfigError, match="--cpu-hours must be a positive number"):
+        run_study(_options(tmp_path, cpu_hours=hours))
+    assert not (tmp_path / "studies.db").exists()
+
+
+def test_status_shows_cpu_hours_and_the_disk_of_trial_folders(tmp_path, clock):
+    run_study(_options(tmp_path, cpu_hours=0.9), trainer=_trainer(clock))
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study, _ = open_study("cpu", storage)
+    # a trial folder left with a checkpoint (an interrupted trial keeps one) counts towards the disk
+    folder = Path(study.trials[0].system_attrs["dhns.run_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoint.pt").write_bytes(b"x" * 3 * 2**20)
+    cost = study_cost(study)
+    assert cost.cpu_seconds == 2 * TRIAL_CPU and cost.timed == 2 and cost.untimed == 0
+    assert cost.checkpoints == 1 and cost.disk_bytes >= 3 * 2**20
+    assert study_report("cpu", storage).cpu_budget == 0.9
+    out = CliRunner().invoke(app, ["status", "cpu", "--storage", storage], catch_exceptions=False)
+    text = " ".join(out.output.split())  # the console wraps long lines
+    assert out.exit_code == 0
+    assert "spent: 1 CPU-hours of 0.9 (--cpu-hours)" in text
+    assert "trial folders 3.0 MiB on this machine (1 checkpoint(s))" in text
+
+
+def test_run_command_takes_cpu_hours(tmp_path):
+    out = CliRunner().invoke(app, ["run", "--space", str(ROOT / "spaces" / "smoke.yaml"), "--cpu-hours", "0",
+                                   "--storage", f"sqlite:///{tmp_path / 's.db'}", "--tracking-uri", "none"])
+    assert out.exit_code != 0 and "--cpu-hours must be a positive number of hours (got 0.0)" in " ".join(out.output.split())
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "campaigns").glob("*/space.yaml")), ids=lambda p: p.parent.name)
+def test_campaign_spaces_are_valid_and_search_both_arms(path):
+    space = load_space(path)
+    names = {p.name for p in space.params}
+    assert {"kgc", "dhns.enabled", "model.dim", "train.lr", "train.lr_schedule", "model.fusion"} <= names
+    config = space.check_overrides([]).data
+    assert config.path is not None and Path(ROOT, config.path).is_dir()
