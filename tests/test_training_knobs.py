@@ -114,6 +114,7 @@ def _lrs(cfg: TrainConfig, values: list[float]) -> list[float]:
     out = []
     for v in values:  # one epoch per value, each evaluated
         out.append(opt.param_groups[0]["lr"])
+        opt.step()
         if cfg.lr_schedule == "cosine":
             sched.step()
         elif cfg.lr_schedule == "plateau":
@@ -193,3 +194,56 @@ def test_feature_lr_factor_puts_the_feature_side_in_its_own_group(synth_dataset)
     fast = train(load_config(preset="uniform-distmult", overrides=[*FAST, "model.fusion=attention"]),
                  dataset=synth_dataset)
     assert slow.history[-1]["valid"] != fast.history[-1]["valid"]
+
+
+# ------------------------------------------------------------------ reciprocal relations and N3
+def test_reciprocal_model_answers_head_queries_with_the_inverse_relation(synth_dataset):
+    cfg = load_config(preset="uniform-complex", overrides=[*FAST, *ONE_VS_ALL, "model.reciprocal=true"])
+    model = KGEModel.from_config(cfg, synth_dataset)
+    r_count = synth_dataset.num_relations
+    assert model.num_relations == r_count and model.relations.shape[0] == 2 * r_count
+    r, t = torch.tensor([0, 3]), torch.tensor([5, 7])
+    ent = model.entities.all_fused()
+    got = model.score_heads(r, t)
+    for i in range(2):  # the head query (?, r, t) is the tail query (t, r + R, ?) of every candidate
+        every = torch.arange(model.num_entities)
+        want = model.scorer.score(ent[t[i]].expand(len(every), -1), model.relations[r[i] + r_count].expand(len(every), -1),
+                                  ent[every])
+        torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
+    plain = KGEModel.from_config(load_config(preset="uniform-complex", overrides=[*FAST, *ONE_VS_ALL]), synth_dataset)
+    assert plain.relations.shape[0] == r_count
+    result = train(cfg, dataset=synth_dataset)
+    assert result.best_value > 0.05
+
+
+def test_reciprocal_needs_one_vs_all():
+    with pytest.raises(ConfigError, match="reciprocal"):
+        load_config(preset="uniform-distmult", overrides=["model.reciprocal=true"])
+
+
+@pytest.mark.parametrize("scorer", ["distmult", "complex", "rotate"])
+def test_n3_penalty_equals_a_loop_over_the_batch(scorer, synth_dataset):
+    extra = ONE_VS_ALL if scorer != "rotate" else []
+    cfg = load_config(preset=f"uniform-{scorer}", overrides=[*FAST, *extra, "loss.regularizer=n3"])
+    model = KGEModel.from_config(cfg, synth_dataset)
+    batch = synth_dataset.train[:6]
+    want = 0.0
+    with torch.no_grad():  # the reference is plain arithmetic
+        for h, r, t in batch.tolist():
+            for vec, is_entity in ((model.entity(torch.tensor(h)), True), (model.relations[r], False),
+                                   (model.entity(torch.tensor(t)), True)):
+                if not is_entity and scorer == "rotate":
+                    continue  # phases are not penalised
+                if scorer in ("complex", "rotate") and (is_entity or scorer == "complex"):
+                    d = vec.shape[0] // 2
+                    want += sum(float(torch.sqrt(vec[i] ** 2 + vec[i + d] ** 2)) ** 3 for i in range(d))
+                else:
+                    want += float(vec.abs().pow(3).sum())
+    got = model.batch_regularization(batch)
+    assert got.item() == pytest.approx(want / len(batch), rel=1e-5)
+    # the KGC term adds it with its weight
+    term = KGCTerm(cfg, synth_dataset, torch.Generator().manual_seed(0))
+    with_reg, _ = term(model, batch, BatchPosition(1, 0, 0))
+    cfg0 = load_config(preset=f"uniform-{scorer}", overrides=[*FAST, *extra, "loss.reg_weight=0.0"])
+    without, _ = KGCTerm(cfg0, synth_dataset, torch.Generator().manual_seed(0))(model, batch, BatchPosition(1, 0, 0))
+    torch.testing.assert_close(with_reg - without, cfg.loss.reg_weight * got)

@@ -79,6 +79,10 @@ class ModelConfig(StrictModel):
         "frozen", description="keep raw feature rows fixed, or fine-tune them as the released code does"
     )
     normalize_entities: bool = Field(False, description="L2-normalise entity vectors (released TransE)")
+    reciprocal: bool = Field(
+        False, description="reciprocal relations (Lacroix et al. 2018): a head query (?, r, t) is answered as the "
+        "tail query (t, r', ?) with a learned inverse relation r'; needs negatives.sampler all (1vsAll)"
+    )
     missing: Literal["learned", "project"] = Field(
         "learned", description="feature rows marked missing (all-zero): a learned per-modality vector, masked "
         "out of the fusion (learned), or projected like any row, giving the projection's bias (project, the "
@@ -121,7 +125,11 @@ class LossConfig(StrictModel):
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0, description="cross_entropy: share of the target's mass spread over all candidates"
     )
-    regularizer: Literal["none", "l2", "l3"] = "l3"
+    regularizer: Literal["none", "l2", "l3", "n3"] = Field(
+        "l3", description="l2 / l3: sum over the full structural entity and relation tables (l3 the released "
+        "code); n3: the weighted nuclear 3-norm of Lacroix et al. 2018, |.|^3 of the batch's entity and relation "
+        "vectors (complex moduli for ComplEx/RotatE entities), divided by the batch size"
+    )
     reg_weight: float = Field(1.0e-6, ge=0.0)
 
 
@@ -315,4 +323,7 @@ class RunConfig(StrictModel):
             if self.model.scorer == "rotate":
                 raise ValueError("negatives.sampler 'all' with model.scorer 'rotate': its backward pass would hold "
                                  "[batch, entities, dim] moduli; use sampled negatives (uniform, bernoulli)")
+        if self.model.reciprocal and self.negatives.sampler != "all":
+            raise ValueError("model.reciprocal answers head queries with inverse relations, which sampled negatives "
+                             "(scored with the forward relation) do not train: use negatives.sampler 'all'")
         return self

@@ -72,7 +72,10 @@ class KGEModel(nn.Module):
             normalize=model_cfg.normalize_entities,
             init_range=self.init_range,
         )
-        rel = torch.empty(num_relations, self.scorer.relation_width(model_cfg.dim))
+        self._num_relations = num_relations
+        #: reciprocal models keep an inverse relation r + R for every relation r (head queries use it)
+        self.reciprocal = bool(getattr(model_cfg, "reciprocal", False))
+        rel = torch.empty(num_relations * (2 if self.reciprocal else 1), self.scorer.relation_width(model_cfg.dim))
         if self.scorer.phase_relations:
             rel.uniform_(-math.pi, math.pi)
         else:
@@ -90,7 +93,8 @@ class KGEModel(nn.Module):
 
     @property
     def num_relations(self) -> int:
-        return self.relations.shape[0]
+        """R, the data's relations (a reciprocal model also holds R inverse relations)."""
+        return self._num_relations
 
     # ------------------------------------------------------------------ lookups
     def relation(self, ids: torch.Tensor) -> torch.Tensor:
@@ -180,9 +184,26 @@ class KGEModel(nn.Module):
         return self.scorer.score_all_tails(ent[h], self.relations[r], ent)
 
     def score_heads(self, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """r: [B] relation ids, t: [B] tail ids -> [B, N] scores of (e, r, t) for every entity e."""
+        """r: [B] relation ids, t: [B] tail ids -> [B, N] scores of (e, r, t) for every entity e.
+
+        A reciprocal model answers the head query as the tail query ``(t, r + R, ?)``."""
         ent = self.entities.all_fused()
+        if self.reciprocal:
+            return self.scorer.score_all_tails(ent[t], self.relations[r + self._num_relations], ent)
         return self.scorer.score_all_heads(self.relations[r], ent[t], ent)
+
+    def batch_regularization(self, batch: torch.Tensor) -> torch.Tensor:
+        """batch: [B, 3] triples -> the N3 penalty (Lacroix et al. 2018), unweighted: the mean over the batch
+        of ``sum |h|^3 + |r|^3 + |t|^3``, with complex moduli for complex entities (and ComplEx relations);
+        RotatE's phases are not penalised (unit moduli).  A reciprocal model adds the inverse relation."""
+        h, r, t = batch.unbind(-1)
+        ent = self.entity(torch.cat((h, t)))
+        parts = [_cube_moduli(ent, self.scorer.complex_valued)]
+        if not self.scorer.phase_relations:
+            parts.append(_cube_moduli(self.relations[r], self.scorer.complex_valued))
+            if self.reciprocal:
+                parts.append(_cube_moduli(self.relations[r + self._num_relations], self.scorer.complex_valued))
+        return sum(parts) / batch.shape[0]
 
     # ------------------------------------------------------------------ regularisation
     def regularization(self, kind: str) -> torch.Tensor:
@@ -195,6 +216,8 @@ class KGEModel(nn.Module):
         released code does not penalise them either), and RotatE's relation *phases*: a penalty on angles
         is not periodic and would only pull every relation towards the identity rotation.
         """
+        if kind == "n3":
+            raise ConfigError("loss.regularizer 'n3' penalises the batch's vectors: use batch_regularization(batch)")
         if kind not in REGULARIZERS:
             raise ConfigError(
                 f"loss.regularizer: unknown regularizer {kind!r}; choose one of {list(REGULARIZERS)}"
@@ -210,6 +233,14 @@ class KGEModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scorer={self.scorer!r}, dim={self.dim}, num_relations={self.num_relations}"
+
+
+def _cube_moduli(x: torch.Tensor, complex_valued: bool) -> torch.Tensor:
+    """x: [n, w] -> scalar sum of |x_i|^3 (``complex_valued``: of the moduli of the [re..., im...] halves)."""
+    if complex_valued:
+        re, im = x.chunk(2, dim=-1)
+        return (re.square() + im.square()).pow(1.5).sum()
+    return x.abs().pow(3).sum()
 
 
 class _AbsCubeSum(torch.autograd.Function):

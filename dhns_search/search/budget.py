@@ -30,7 +30,13 @@ from optuna.trial import FrozenTrial, TrialState
 from dhns_search.errors import DhnsError
 from dhns_search.search.locks import budget_lock
 from dhns_search.search.objective import TRACKING_FAILED
-from dhns_search.search.recovery import budget_used, cpu_spent, retried_numbers, retry_trial, sweep_dead_workers
+from dhns_search.search.recovery import (
+    budget_used,
+    cpu_spent,
+    retried_numbers,
+    retry_trial,
+    sweep_dead_workers,
+)
 from dhns_search.search.trial_folder import INTERRUPTED
 
 __all__ = ["WorkerRun", "run_trials"]

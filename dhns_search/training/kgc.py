@@ -42,7 +42,9 @@ class KGCTerm:
             neg = self.sampler.sample(batch.cpu(), at.global_batch, self.rng).to(batch.device)  # [B, K, 3]
             pos_score, neg_score = model.score_batch(batch, neg)  # [B], [B, K]: the known side composed once
             loss = kgc_loss(pos_score, neg_score, self.cfg.loss)
-        if self.cfg.loss.regularizer != "none" and self.cfg.loss.reg_weight > 0:
+        if self.cfg.loss.regularizer == "n3" and self.cfg.loss.reg_weight > 0:
+            loss = loss + self.cfg.loss.reg_weight * model.batch_regularization(batch)
+        elif self.cfg.loss.regularizer != "none" and self.cfg.loss.reg_weight > 0:
             loss = loss + self.cfg.loss.reg_weight * regularization_loss(model, self.cfg.loss)
         check_finite(loss, "the KGC loss", at)
         return loss, {"kgc_loss": loss.item()}

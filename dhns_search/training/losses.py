@@ -26,11 +26,11 @@ from dhns_search.errors import ConfigError
 
 __all__ = [
     "LOSSES",
+    "cross_entropy_all",
+    "cross_entropy_loss",
     "kgc_loss",
     "margin_ranking_loss",
     "regularization_loss",
-    "cross_entropy_all",
-    "cross_entropy_loss",
     "self_adversarial_loss",
     "softplus_loss",
 ]
