@@ -116,3 +116,18 @@ def test_campaign_spaces_are_valid_and_search_both_arms(path):
     config = space.check_overrides([])
     assert config.data.path is not None and Path(ROOT, config.data.path).is_dir()
     assert "model.fusion" in names or config.model.fusion == "none"
+
+
+def test_status_of_a_study_does_not_import_torch(tmp_path, clock):
+    """`status` on a large campaign must answer quickly: no trainer import (torch alone takes seconds)."""
+    import json
+
+    from test_cli_startup import PROBE, _python
+
+    run_study(_options(tmp_path, cpu_hours=0.4), trainer=_trainer(clock))
+    args = ["status", "cpu", "--storage", f"sqlite:///{tmp_path / 'studies.db'}"]
+    done = _python("-c", PROBE, json.dumps(args), json.dumps(["torch"]))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] in (0, None) and result["heavy"] == []
+    assert "spent:" in done.stdout

@@ -123,7 +123,7 @@ class StudyCost:
     timed: int  #: trials that recorded their CPU time
     untimed: int  #: finished trials without it (recorded by an earlier version, or a worker that died)
     disk_bytes: int | None  #: bytes under the trial folders this machine can see; None when none can be seen
-    checkpoints: int  #: checkpoint files among them (a running or interrupted trial keeps one)
+    checkpoints: int  #: checkpoint files (``*.pt``) among them (a running or interrupted trial keeps one)
 
     @property
     def cpu_hours(self) -> float:
@@ -135,7 +135,6 @@ def study_cost(study: optuna.Study) -> StudyCost:
     from pathlib import Path
 
     from dhns_search.search.recovery import RUN_DIR_ATTR
-    from dhns_search.training.checkpoint import CHECKPOINT
 
     cpu = wall = 0.0
     timed = untimed = 0
@@ -158,7 +157,7 @@ def study_cost(study: optuna.Study) -> StudyCost:
         for f in folder.rglob("*"):
             if f.is_file():
                 disk += f.stat().st_size
-                checkpoints += f.name == CHECKPOINT
+                checkpoints += f.suffix == ".pt"  # (not importing the trainer's name for it keeps torch out)
     return StudyCost(cpu_seconds=cpu, wall_seconds=wall, timed=timed, untimed=untimed,
                      disk_bytes=disk if seen else None, checkpoints=checkpoints)
 
