@@ -122,7 +122,7 @@ def main() -> None:
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        runs = client.search_runs([experiment.experiment_id], order_by=["metrics.objective DESC"], max_results=100)
+        client.search_runs([experiment.experiment_id], order_by=["metrics.objective DESC"], max_results=100)
         times.append(time.perf_counter() - t0)
     figures["MLflow leaderboard query (100 of the runs)"] = statistics.median(times)
     n_runs = len(client.search_runs([experiment.experiment_id], max_results=5000))
