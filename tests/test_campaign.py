@@ -131,3 +131,79 @@ def test_status_of_a_study_does_not_import_torch(tmp_path, clock):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] in (0, None) and result["heavy"] == []
     assert "spent:" in done.stdout
+
+
+# ------------------------------------------------------------------ the best trial of each arm of a campaign
+ARMS_SPACE = """
+    description: best of each arm
+    fixed:
+      data.synth.num_entities: 30
+      data.synth.num_triples: 200
+      train.epochs: 2
+      train.eval_every: 1
+    params:
+      train.lr: {type: float, low: 0.001, high: 0.1, log: true}
+      dhns.enabled: {type: bool}
+"""
+
+
+@pytest.fixture
+def arms_study(tmp_path, clock):
+    """A study in which DHNS trials score higher at the same lr (so the overall best is a DHNS trial)."""
+    space = write_space(tmp_path, "arms.yaml", ARMS_SPACE, [], "warm")
+
+    def train(cfg, *, dataset=None, callbacks=(), run_dir=None):
+        bonus = 0.5 if cfg.dhns.enabled else 0.0
+        return fake_run(cfg, callbacks, value=lambda epoch: cfg.train.lr + bonus, stats=lambda epoch: {},
+                        fingerprint="fake")
+
+    storage = f"sqlite:///{tmp_path / 'arms.db'}"
+    run_study(RunOptions(space=space, study="arms", storage=storage, tracking_uri="none", sampler="random", pruner="none",
+                         n_trials=10, work_dir=tmp_path / "work"), trainer=train)
+    study, _ = open_study("arms", storage)
+    return study, storage
+
+
+def test_export_where_picks_the_best_trial_of_one_arm(arms_study, tmp_path):
+    from dhns_search.search.export import export_trials
+
+    study, storage = arms_study
+    uniform = [t for t in study.trials if t.params["dhns.enabled"] is False]
+    assert uniform and len(uniform) < len(study.trials)  # both arms were sampled
+    best_uniform = max(uniform, key=lambda t: t.value)
+    (_, cfg), = export_trials(study, out=tmp_path / "u.yaml", where={"dhns.enabled": "false"})
+    assert cfg.provenance["trial"] == best_uniform.number and cfg.dhns.enabled is False
+    (_, overall), = export_trials(study, out=tmp_path / "o.yaml")
+    assert overall.dhns.enabled is True
+    out = CliRunner().invoke(app, ["export", "arms", "--storage", storage, "--where", "dhns.enabled=false",
+                                   "--out", str(tmp_path / "cli.yaml")])
+    assert out.exit_code == 0 and f"trial {best_uniform.number}" in out.output
+    # a misspelt name is an error, not an empty match
+    bad = CliRunner().invoke(app, ["export", "arms", "--storage", storage, "--where", "dhns.enable=false"])
+    assert bad.exit_code != 0 and "not a parameter of study 'arms'" in " ".join(bad.output.split())
+    none = CliRunner().invoke(app, ["export", "arms", "--storage", storage, "--where", "train.lr=7"])
+    assert none.exit_code != 0 and "no feasible completed trial with train.lr=7" in " ".join(none.output.split())
+
+
+def test_ablation_arm_takes_the_best_trial_of_its_arm(arms_study, tmp_path):
+    from dhns_search.ablation.spec import arm_config, load_ablation
+
+    study, storage = arms_study
+    best_uniform = max((t for t in study.trials if t.params["dhns.enabled"] is False), key=lambda t: t.value)
+    path = tmp_path / "ab.yaml"
+    path.write_text(f"""
+base: preset:dhns-distmult
+seeds: 1
+reference: uniform
+arms:
+  uniform: {{base: "study:arms", storage: "{storage}", where: {{dhns.enabled: false}}}}
+  dhns: {{base: "study:arms", storage: "{storage}", where: {{dhns.enabled: true}}}}
+""", encoding="utf-8")
+    spec = load_ablation(path)
+    uniform, dhns = arm_config(spec, "uniform"), arm_config(spec, "dhns")
+    assert uniform.dhns.enabled is False and uniform.train.lr == pytest.approx(best_uniform.params["train.lr"])
+    assert dhns.dhns.enabled is True
+    path.write_text("base: preset:dhns-distmult\nreference: a\narms:\n  a: {where: {dhns.enabled: false}}\n  b: {}\n",
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match="its base must be study:NAME"):
+        arm_config(load_ablation(path), "a")

@@ -51,6 +51,9 @@ DEFAULT_METRICS = ["mrr_realistic_filtered", "hits_at_10_realistic_filtered"]
 class ArmSpec(StrictModel):
     base: str | None = Field(None, description="preset:NAME, a config/export file, or study:NAME; null = the file's")
     storage: str | None = Field(None, description="storage URL of a study: base")
+    where: dict[str, Any] = Field(
+        default_factory=dict, description="study: base: the best trial among those with these parameter values, "
+        "e.g. {dhns.enabled: false}")
     set: dict[str, Any] = Field(default_factory=dict, description="dotted overrides of this arm")
     description: str | None = None
 
@@ -94,13 +97,13 @@ def load_ablation(path: str | Path) -> AblationSpec:
     return validate_model(AblationSpec, read_yaml_mapping(path, "a mapping (description, base, arms ...)"), str(path))
 
 
-def _base_data(base: str, storage: str | None, origin: Path | None) -> dict:
+def _base_data(base: str, storage: str | None, origin: Path | None, where: dict | None = None) -> dict:
     if base.startswith("preset:"):
         return read_preset(base.removeprefix("preset:"))
     if base.startswith("study:"):
         from dhns_search.ablation.studies import best_trial_config  # optuna only when a study is named
 
-        return best_trial_config(base.removeprefix("study:"), storage).model_dump(mode="json")
+        return best_trial_config(base.removeprefix("study:"), storage, where).model_dump(mode="json")
     path = Path(base)
     if not path.is_absolute() and origin is not None and not path.exists():
         path = origin / path
@@ -111,7 +114,9 @@ def arm_config(spec: AblationSpec, arm: str, overrides: list[str] | None = None,
                origin: Path | None = None) -> RunConfig:
     """The configuration of ``arm`` (module docstring); ``origin`` resolves relative base paths."""
     a = spec.arms[arm]
-    data = _base_data(a.base or spec.base, a.storage, origin)
+    if a.where and not (a.base or spec.base).startswith("study:"):
+        raise ConfigError(f"arms.{arm}.where filters the trials of a study: its base must be study:NAME")
+    data = _base_data(a.base or spec.base, a.storage, origin, a.where)
     for source in (spec.set, a.set):
         for key, value in source.items():
             set_dotted(data, key.split("."), value, source=f"arm {arm!r}: set {key}")

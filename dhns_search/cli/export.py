@@ -30,6 +30,9 @@ def export_command(
         "the suffix.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a file given with --out that exists.")] = False,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", help="Only trials whose parameter has this value, NAME=VALUE (repeatable), e.g. "
+        "--where dhns.enabled=false for a campaign's best uniform trial.", show_default=False)] = None,
 ) -> None:
     """Write standalone training configs of the best trials (replay with dhns-search train --config)."""
     from dhns_search.search.export import export_best
@@ -39,7 +42,13 @@ def export_command(
             raise ConfigError(f"unexpected argument {within!r}: only --pick fastest-within takes a value "
                               "(e.g. --pick fastest-within 0.01)")
         pick = f"{pick} {within}"
-    for path, cfg in export_best(study, storage=storage, top=top, out=out, pick=pick, force=force):
+    filters = {}
+    for item in where or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--where {item!r}: expected NAME=VALUE, e.g. dhns.enabled=false")
+        filters[name.strip()] = value.strip()
+    for path, cfg in export_best(study, storage=storage, top=top, out=out, pick=pick, force=force, where=filters):
         p = cfg.provenance or {}
         chosen = f" (--pick {p['pick']})" if p.get("pick") else ""
         console.print(f"trial {p.get('trial')}{chosen}: {p.get('valid_metric')} {p.get('valid_value'):.4f}, "

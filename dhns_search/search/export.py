@@ -13,7 +13,9 @@ Pareto front (see :mod:`dhns_search.search.queries`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -24,7 +26,7 @@ from dhns_search.errors import StudyError
 from dhns_search.files import atomic_write_text
 from dhns_search.search import pareto, trial_data
 from dhns_search.search.provenance import package_versions
-from dhns_search.search.queries import completed, no_trial_message, pick_trial, primary_value
+from dhns_search.search.queries import completed, completed_where, no_trial_message, pick_trial, primary_value
 from dhns_search.search.storage import open_study
 from dhns_search.search.targets import study_objectives
 
@@ -115,7 +117,8 @@ def _target(study_name: str, trial: FrozenTrial, out: str | Path | None, rank: i
 
 
 def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Path | None = None,
-                  pick: pareto.Pick | str | None = None, force: bool = False) -> list[tuple[Path, RunConfig]]:
+                  pick: pareto.Pick | str | None = None, force: bool = False,
+                  where: Mapping[str, Any] | None = None) -> list[tuple[Path, RunConfig]]:
     """Write the configs of the ``top`` best feasible trials, or of the one trial ``pick`` chooses;
     returns ``(path, config)`` best first.
 
@@ -124,6 +127,8 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
     ``/``: ``<out>/<study>-trial<N>.yaml``.  Otherwise, with one trial that exact file; with
     ``top`` > 1 the rank is added before the suffix (``best.yaml`` -> ``best-1.yaml``, ``best-2.yaml``).
     A file given with ``out`` that exists already is refused (nothing written) unless ``force``.
+    ``where`` (parameter name -> value) keeps only the trials with those values, e.g. the best trial with
+    ``dhns.enabled`` false (:func:`~dhns_search.search.queries.completed_where`).
     """
     if top is not None and top < 1:
         raise StudyError(f"--top must be at least 1 (got {top})")
@@ -134,12 +139,15 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
     if pick is None and top is None and len(study_objectives(study)) > 1:
         pick = pareto.Pick("knee")
     if pick is not None:
-        chosen = [pick_trial(study, pick)]
+        chosen = [pick_trial(study, pick, where)]
         top = 1
     else:
         top = top or 1
-        chosen = completed(study)[:top]
+        chosen = completed_where(study, where)[:top]
         if not chosen:
+            if where and completed(study):
+                shown = ", ".join(f"{k}={v}" for k, v in where.items())
+                raise StudyError(f"study {study.study_name!r} has no feasible completed trial with {shown}")
             raise StudyError(no_trial_message(study))
     targets = [_target(study.study_name, trial, out, rank, top != 1) for rank, trial in enumerate(chosen, start=1)]
     taken = [str(p) for p in targets if p.exists()]
@@ -154,10 +162,10 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
 
 def export_best(study_name: str, *, storage: str | None = None, top: int | None = None,
                 out: str | Path | None = None, pick: pareto.Pick | str | None = None,
-                force: bool = False) -> list[tuple[Path, RunConfig]]:
+                force: bool = False, where: Mapping[str, Any] | None = None) -> list[tuple[Path, RunConfig]]:
     """Open ``study_name`` (see :func:`dhns_search.search.storage.open_study`) and export its best trials
     (or the trial ``pick`` chooses; see :func:`export_trials`)."""
     if isinstance(pick, str):
         pick = pareto.parse_pick(pick)  # a bad --pick is reported before the study is opened
     study, _ = open_study(study_name, storage)
-    return export_trials(study, top=top, out=out, pick=pick, force=force)
+    return export_trials(study, top=top, out=out, pick=pick, force=force, where=where)

@@ -10,7 +10,7 @@ functions of :mod:`dhns_search.search.pareto` applied to the feasible completed 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,40 @@ def violation_text(study: optuna.Study, trial: FrozenTrial) -> str:
         else:
             parts.append(f"{name} over its cap by {excess:.4g}")
     return ", ".join(parts)
+
+
+def completed_where(study: optuna.Study, where: Mapping[str, Any] | None) -> list[FrozenTrial]:
+    """The feasible completed trials, best first, whose parameters have the values of ``where``
+    (parameter name -> value, e.g. ``{"dhns.enabled": False}`` for a campaign's best uniform trial).
+
+    Values compare as the study stores them, with YAML's spellings of booleans and numbers accepted
+    (``"false"``, ``"1e-3"``); a trial in which a conditional parameter was not sampled does not match it.
+    A name that is no parameter of the study is an error (a misspelt filter must not silently match nothing).
+    """
+    trials = completed(study)
+    if not where:
+        return trials
+    names = {n for t in study.get_trials(deepcopy=False) for n in t.params}
+    unknown = sorted(k for k in where if k not in names)
+    if unknown:
+        raise StudyError(f"where {', '.join(unknown)}: not a parameter of study {study.study_name!r} (its parameters: "
+                         f"{', '.join(sorted(names)) or 'none'})")
+    return [t for t in trials if all(k in t.params and _same_value(t.params[k], v) for k, v in where.items())]
+
+
+def _same_value(stored: Any, wanted: Any) -> bool:
+    if isinstance(wanted, str) and not isinstance(stored, str):
+        import yaml
+
+        try:
+            wanted = yaml.safe_load(wanted)
+        except yaml.YAMLError:
+            return False
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
+    if isinstance(stored, (int, float)) and isinstance(wanted, (int, float)):
+        return math.isclose(float(stored), float(wanted), rel_tol=1e-9, abs_tol=0.0)
+    return stored == wanted
 
 
 def no_trial_message(study: optuna.Study) -> str:
@@ -230,13 +264,25 @@ def _objective_index(specs: list[ObjectiveSpec], written: str) -> int:
                      + " or ".join(f"best-{s.label}" for s in specs))
 
 
-def pick_trial(study: optuna.Study, pick: pareto.Pick | str) -> FrozenTrial:
-    """The trial that ``pick`` chooses among the feasible completed trials (see :mod:`.pareto`)."""
+def pick_trial(study: optuna.Study, pick: pareto.Pick | str, where: Mapping[str, Any] | None = None) -> FrozenTrial:
+    """The trial that ``pick`` chooses among the feasible completed trials (see :mod:`.pareto`); ``where``
+    (single-objective studies) restricts them to those with the given parameter values (:func:`completed_where`)."""
     if isinstance(pick, str):
         pick = pareto.parse_pick(pick)
     specs = study_objectives(study)
     if not completed(study):
         raise StudyError(no_trial_message(study))
+    if where:
+        if len(specs) > 1:
+            raise StudyError(f"study {study.study_name!r} has several objectives: a parameter filter (where) picks "
+                             "among the best trials of a single-objective study only")
+        if pick.kind != "best":
+            raise StudyError(f"--pick {pick}: a parameter filter (where) works with --pick best only")
+        matching = completed_where(study, where)
+        if not matching:
+            shown = ", ".join(f"{k}={v}" for k, v in where.items())
+            raise StudyError(f"study {study.study_name!r} has no feasible completed trial with {shown}")
+        return matching[0]
     if pick.kind == "best":
         k = primary_index(specs) if pick.objective is None else _objective_index(specs, pick.objective)
         if len(specs) == 1:
