@@ -178,16 +178,20 @@ class KGEModel(nn.Module):
             return self.entities.all_fused(), ids
         return self.entities(distinct), slots
 
-    def score_tails(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """h: [B] head ids, r: [B] relation ids -> [B, N] scores of (h, r, e) for every entity e."""
-        ent = self.entities.all_fused()
+    def score_tails(self, h: torch.Tensor, r: torch.Tensor, ent: torch.Tensor | None = None) -> torch.Tensor:
+        """h: [B] head ids, r: [B] relation ids -> [B, N] scores of (h, r, e) for every entity e.
+
+        ``ent`` [N, we]: every entity's fused vector when the caller has it already (one fusion for both
+        query sides of a 1vsAll step)."""
+        ent = self.entities.all_fused() if ent is None else ent
         return self.scorer.score_all_tails(ent[h], self.relations[r], ent)
 
-    def score_heads(self, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def score_heads(self, r: torch.Tensor, t: torch.Tensor, ent: torch.Tensor | None = None) -> torch.Tensor:
         """r: [B] relation ids, t: [B] tail ids -> [B, N] scores of (e, r, t) for every entity e.
 
-        A reciprocal model answers the head query as the tail query ``(t, r + R, ?)``."""
-        ent = self.entities.all_fused()
+        A reciprocal model answers the head query as the tail query ``(t, r + R, ?)``.  ``ent`` as for
+        :meth:`score_tails`."""
+        ent = self.entities.all_fused() if ent is None else ent
         if self.reciprocal:
             return self.scorer.score_all_tails(ent[t], self.relations[r + self._num_relations], ent)
         return self.scorer.score_all_heads(self.relations[r], ent[t], ent)

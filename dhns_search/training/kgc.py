@@ -56,10 +56,11 @@ class KGCTerm:
         tails = corrupt in ("both", "tail") or (corrupt == "alternate" and at.global_batch % 2 == 0)
         heads = corrupt in ("both", "head") or (corrupt == "alternate" and at.global_batch % 2 == 1)
         parts = []
+        ent = model.entities.all_fused()  # fused once for both sides (with fusion: every feature projected)
         if tails:
-            parts.append(cross_entropy_all(model.score_tails(h, r), t, label_smoothing=smoothing))
+            parts.append(cross_entropy_all(model.score_tails(h, r, ent), t, label_smoothing=smoothing))
         if heads:
-            parts.append(cross_entropy_all(model.score_heads(r, t), h, label_smoothing=smoothing))
+            parts.append(cross_entropy_all(model.score_heads(r, t, ent), h, label_smoothing=smoothing))
         return parts[0] if len(parts) == 1 else (parts[0] + parts[1]) / 2
 
     def state_dict(self) -> dict[str, Any]:
