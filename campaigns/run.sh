@@ -21,7 +21,7 @@ esac
 BIN="${VENV:-.venv}/bin"
 args=(--space "campaigns/$name/space.yaml" --study "campaign-$name" --storage "journal:campaigns/$name/study.journal"
       --cpu-hours "$hours" --no-live)
-[ -f "campaigns/$name/warm-start.yaml" ] && args+=(--enqueue "campaigns/$name/warm-start.yaml")
+for warm in "campaigns/$name"/warm-start*.yaml; do [ -f "$warm" ] && args+=(--enqueue "$warm"); done
 if [ "$dataset" != MKG-W ]; then
     features="$PWD/features/$dataset-textual.npy"
     if [ ! -f "$features" ]; then
