@@ -20,7 +20,7 @@ case "$name" in
 esac
 BIN="${VENV:-.venv}/bin"
 args=(--space "campaigns/$name/space.yaml" --study "campaign-$name" --storage "journal:campaigns/$name/study.journal"
-      --cpu-hours "$hours" --no-live)
+      --cpu-hours "$hours")  # not a terminal: one line per trial and evaluation (the log of a campaign)
 for warm in "campaigns/$name"/warm-start*.yaml; do [ -f "$warm" ] && args+=(--enqueue "$warm"); done
 if [ "$dataset" != MKG-W ]; then
     features="$PWD/features/$dataset-textual.npy"
