@@ -76,15 +76,18 @@ def command_line() -> str:
     return " ".join([".venv/bin/python", str(rel), *map(shlex.quote, sys.argv[1:])])
 
 
-CURRENT, HISTORY = "## Current figures", "## History"
+CURRENT = "## Current figures"
+#: every recorded run, in order (the current figures hold the latest of each benchmark)
+HISTORY_DOC = REPO / "docs" / "history" / "benchmarks.md"
 
 
-def append_section(title: str, body: str, doc: Path = DOC) -> None:
-    """Record a run in docs/benchmarks.md: a dated section with machine info and the exact command.
+def append_section(title: str, body: str, doc: Path = DOC, history: Path | None = None) -> None:
+    """Record a run: a dated section with machine info and the exact command.
 
-    The section is appended to the history (never edited afterwards) and replaces the current section of
-    the same title (the benchmark's latest run) at the top of the file, or is added there.
+    The section replaces the current section of the same title in ``doc`` (docs/benchmarks.md), or is added
+    there, and is appended to ``history`` (docs/history/benchmarks.md; never edited afterwards).
     """
+    history = HISTORY_DOC if history is None and doc == DOC else (history or doc.with_name(doc.stem + "-history.md"))
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = (
         f"### {title}\n\n"
@@ -93,11 +96,10 @@ def append_section(title: str, body: str, doc: Path = DOC) -> None:
     doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text(encoding="utf-8") if doc.exists() else (
         f"# Benchmarks\n\nFigures measured by the scripts in `bench/`; each section says how to rerun it.\n\n"
-        f"{CURRENT}\n\n{HISTORY}\n")
-    if CURRENT not in text or HISTORY not in text:
-        raise SystemExit(f"{doc}: expected the headings {CURRENT!r} and {HISTORY!r}")
-    head, rest = text.split(CURRENT + "\n", 1)
-    current, history = rest.split(HISTORY + "\n", 1)
+        f"{CURRENT}\n")
+    if CURRENT not in text:
+        raise SystemExit(f"{doc}: expected the heading {CURRENT!r}")
+    head, current = text.split(CURRENT + "\n", 1)
     parts = re.split(r"(?m)^(?=### )", current)  # the text before the first section, then the sections
     intro, sections = parts[0].strip(), [part.rstrip() + "\n" for part in parts[1:]]
     titles = [part.split("\n", 1)[0][4:] for part in sections]
@@ -105,13 +107,16 @@ def append_section(title: str, body: str, doc: Path = DOC) -> None:
         sections[titles.index(title)] = section
     else:
         sections.append(section)
-    current = "\n" + (intro + "\n\n" if intro else "") + "\n".join(sections) + "\n"
-    history = (history.rstrip() + "\n\n" if history.strip() else "\n") + section
-    doc.write_text(head + CURRENT + "\n" + current + HISTORY + "\n" + history, encoding="utf-8")
-    print(f"recorded in {doc} (history and current figures)")
+    current = "\n" + (intro + "\n\n" if intro else "") + "\n".join(sections)
+    doc.write_text(head + CURRENT + "\n" + current, encoding="utf-8")
+    history.parent.mkdir(parents=True, exist_ok=True)
+    old = history.read_text(encoding="utf-8") if history.exists() else "# Benchmarks: history\n\n## History\n"
+    history.write_text(old.rstrip() + "\n\n" + section, encoding="utf-8")
+    print(f"recorded in {doc} (current figures) and {history} (history)")
 
 
-RESULTS = REPO / "docs" / "results.md"
+#: where the bench scripts' --record appends results runs (docs/results.md is updated by hand from them)
+RESULTS = REPO / "docs" / "history" / "results.md"
 
 
 def append_result(text: str, out: Path = RESULTS) -> None:

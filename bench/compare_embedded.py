@@ -42,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--scorers", default="transe,rotate,distmult,complex")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "history" / "results.md")
     args = ap.parse_args()
     scorers = args.scorers.split(",")
 

@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override for every row")
     ap.add_argument("--no-text", action="store_true", help="with --data: no textual features from names")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "history" / "results.md")
     args = ap.parse_args()
 
     from dhns_search.config import load_config
