@@ -13,8 +13,9 @@ those that do is shown).  Trials run with one torch thread, so CPU seconds are t
         [--cpu-seconds 300] [--strategies random,tpe,tpe-median,tpe-hyperband] [--set KEY=VALUE ...]
         [--plot docs/results/search-efficiency-embedded.png] [--record]
 
-Studies go to ``bench/out/search-efficiency/<space>/studies.db`` (one per strategy and repetition): the
-same command continues an interrupted benchmark, and repetitions already at their budget are not rerun.
+Studies go to ``bench/out/search-efficiency/<space>/studies.db`` (one per strategy and repetition; ``--out``
+another folder): the same command continues an interrupted benchmark, and repetitions already at their budget
+are not rerun.
 Figures are printed and, with ``--record``, appended to docs/benchmarks.md.
 """
 
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
     parser.add_argument("--report-only", action="store_true", help="summarise the studies already run")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the studies (default bench/out/search-efficiency/<space>); a benchmark that "
+                        "takes more than one sitting keeps them under version control, e.g. campaigns/efficiency-mkg-y")
     args = parser.parse_args()
 
     import optuna
@@ -167,7 +171,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
     space = args.space
-    out = REPO / "bench" / "out" / "search-efficiency" / space.stem
+    label = f"{space.parent.name}-{space.stem}" if space.stem == "space" else space.stem  # campaigns/<name>/space.yaml
+    out = args.out or REPO / "bench" / "out" / "search-efficiency" / label
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for rep in range(args.reps):  # interleaved: every strategy's repetition k before any k + 1
@@ -191,7 +196,7 @@ def main() -> None:
     (out / "figures.json").write_text(json.dumps({"curves": curves, **figures}, indent=1), encoding="utf-8")
     if args.plot is not None:
         plot(curves, args.cpu_seconds, figures["target"], args.plot,
-             f"{space.stem}: best validation MRR against CPU time")
+             f"{label}: best validation MRR against CPU time")
     if args.record:
         body = (f"- space: `{space}`" + (f" with {' '.join(args.overrides)}" if args.overrides else "")
                 + f"; {args.reps} repetitions (study seeds 0 to {args.reps - 1}); CPU flags: {cpu_flags()}; load "
@@ -199,7 +204,7 @@ def main() -> None:
         if args.plot is not None:
             shown = args.plot.relative_to("docs") if args.plot.parts[0] == "docs" else args.plot
             body += f"\n![best validation MRR against CPU seconds]({shown})\n"
-        append_section(f"Search efficiency: {space.stem}", body)
+        append_section(f"Search efficiency: {label}", body)
 
 
 if __name__ == "__main__":
