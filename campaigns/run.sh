@@ -8,7 +8,9 @@
 # recorded in it, and a trial interrupted by Ctrl-C or SIGTERM resumes from its checkpoint on this machine
 # (on another machine it starts again from its first epoch).  Substitute textual features are made from the
 # entity names first when the dataset has names (MKG-Y, DB15K; MKG-W has Wikidata ids only); visual features
-# are marked missing.  One torch thread: a campaign takes one core.
+# are marked missing.  One torch thread: a campaign takes one core.  The pruner prunes from the third trial on
+# (--pruner-startup 2): the two warm starts are its first reference, and unpruned random start-up trials of a
+# dim-1024 distance scorer with DHNS cost hours each on a CPU core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name="${1:?usage: campaigns/run.sh mkg-y|mkg-w|db15k [run options]}"; shift
@@ -20,7 +22,7 @@ case "$name" in
 esac
 BIN="${VENV:-.venv}/bin"
 args=(--space "campaigns/$name/space.yaml" --study "campaign-$name" --storage "journal:campaigns/$name/study.journal"
-      --cpu-hours "$hours")  # not a terminal: one line per trial and evaluation (the log of a campaign)
+      --cpu-hours "$hours" --pruner-startup 2)  # not a terminal: one line per trial and evaluation (the log of a campaign)
 for warm in "campaigns/$name"/warm-start*.yaml; do [ -f "$warm" ] && args+=(--enqueue "$warm"); done
 if [ "$dataset" != MKG-W ]; then
     features="$PWD/features/$dataset-textual.npy"

@@ -207,3 +207,28 @@ arms:
                     encoding="utf-8")
     with pytest.raises(ConfigError, match="its base must be study:NAME"):
         arm_config(load_ablation(path), "a")
+
+
+def test_pruner_startup_sets_the_completed_trials_before_pruning(tmp_path, clock):
+    from dhns_search.search.continuation import joined_options
+    from dhns_search.search.samplers import make_pruner
+
+    assert make_pruner("median")._n_startup_trials == 5 and make_pruner("median", 1)._n_startup_trials == 1
+    assert make_pruner("percentile", 0)._n_startup_trials == 0
+    with pytest.raises(ConfigError, match="--pruner-startup must be >= 0"):
+        run_study(_options(tmp_path, cpu_hours=1.0, pruner_startup=-1))
+    assert not (tmp_path / "studies.db").exists()
+
+    def counting(cfg, **kw):  # the first trial is good at every epoch, every later one worse: pruned at once
+        counting.calls += 1
+        value = 1.0 if counting.calls == 1 else 0.1
+        clock[0] += 1.0
+        return fake_run(cfg, kw.get("callbacks", ()), value=lambda epoch: value, stats=lambda epoch: {},
+                        fingerprint="f")
+    counting.calls = 0
+    summary = run_study(_options(tmp_path, n_trials=3, pruner="median", pruner_startup=1), trainer=counting)
+    assert {k: v for k, v in summary.states.items() if v} == {"COMPLETE": 1, "PRUNED": 2}
+    study, _ = open_study("cpu", f"sqlite:///{tmp_path / 'studies.db'}")
+    assert study.user_attrs["dhns.run"]["pruner_startup"] == 1
+    joined = joined_options(RunOptions(study="cpu", storage=f"sqlite:///{tmp_path / 'studies.db'}", join=True))
+    assert joined.pruner == "median" and joined.pruner_startup == 1

@@ -44,6 +44,10 @@ def run_command(
     pruner: Annotated[str | None, typer.Option(
         "--pruner", help="median, hyperband, successive-halving, percentile or none (default median; "
         "a multi-objective study runs without pruning).", show_default=False)] = _D.pruner,
+    pruner_startup: Annotated[int | None, typer.Option(
+        "--pruner-startup", help="Completed trials before the median or percentile pruner prunes (default 5); "
+        "a study that starts from good --enqueue trials can prune from the first one after them.",
+        show_default=False)] = _D.pruner_startup,
     objective: Annotated[str | None, typer.Option(
         "--objective", help="What to optimise, a comma list: accuracy (mrr, mr, hits@1, hits@3, hits@10, or a "
         "full metric name; maximised, mr minimised) and cost (epoch_seconds, train_seconds, peak_memory_mb; "
@@ -98,7 +102,7 @@ def run_command(
     the command that continues the study; a second one stops at once.
     """
     options = RunOptions(space=space, study=study, n_trials=n_trials, timeout=timeout, cpu_hours=cpu_hours,
-                         sampler=sampler,
+                         sampler=sampler, pruner_startup=pruner_startup,
                          pruner=pruner, storage=storage, tracking_uri=tracking_uri, seed=seed, device=device,
                          enqueue=list(enqueue or []), overrides=list(overrides or []),
                          objectives=objective, max_epoch_seconds=max_epoch_seconds,

@@ -49,6 +49,7 @@ def joined_options(options: RunOptions) -> RunOptions:
                          "in a checkout that has it at that path (the study's run was started from its root)")
     return replace(options, space=space, overrides=list(settings.get("overrides", [])),
                    sampler=settings.get("sampler", options.sampler), pruner=settings.get("pruner"),
+                   pruner_startup=settings.get("pruner_startup"),
                    mlflow_metrics=settings.get("mlflow_metrics", options.mlflow_metrics))
 
 

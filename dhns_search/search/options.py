@@ -42,6 +42,8 @@ class RunOptions:
     sampler: str = "tpe"
     #: None: ``median`` for one objective, ``none`` for several
     pruner: str | None = None
+    #: completed trials before the median / percentile pruner prunes (None: 5)
+    pruner_startup: int | None = None
     #: None: :func:`~dhns_search.search.urls.default_storage` of the study
     storage: str | None = None
     #: MLflow tracking URI; None or "none" disables MLflow

@@ -317,7 +317,7 @@ def _configure(run: PreparedRun, options: RunOptions) -> None:
     name_metrics(study, specs)  # optuna-dashboard shows them instead of "Objective 0"
     run.pruner = resolve_pruner(options.pruner, specs)
     _check_measurable(specs, run.caps, options.device)
-    study.pruner = make_pruner(run.pruner)
+    study.pruner = make_pruner(run.pruner, options.pruner_startup)
     if isinstance(run.storage, optuna.storages.RDBStorage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -330,6 +330,7 @@ def _configure(run: PreparedRun, options: RunOptions) -> None:
     if not options.join:  # what `dhns-search worker` reads to join this study
         study.set_user_attr("dhns.run", {"space": str(run.space.path), "overrides": list(options.overrides),
                                          "sampler": options.sampler, "pruner": options.pruner,
+                                         "pruner_startup": options.pruner_startup,
                                          "mlflow_metrics": options.mlflow_metrics})
     existing = len(study.get_trials(deepcopy=False))
     # Reproducible on SQLite (one worker); on a shared storage several workers may start together, so
@@ -344,7 +345,9 @@ def _check_options(options: RunOptions) -> None:
     if options.mlflow_metrics not in METRIC_SETS:
         raise ConfigError(f"--mlflow-metrics must be {' or '.join(METRIC_SETS)} (got {options.mlflow_metrics!r})")
     if options.pruner is not None:
-        make_pruner(options.pruner)
+        make_pruner(options.pruner, options.pruner_startup)
+    elif options.pruner_startup is not None:
+        make_pruner("median", options.pruner_startup)
     if options.n_trials is not None and options.n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1 (got {options.n_trials})")
     if options.timeout is not None and options.timeout <= 0:

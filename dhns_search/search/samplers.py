@@ -97,16 +97,29 @@ def resolve_pruner(requested: str | None, specs: Sequence[ObjectiveSpec]) -> str
     return requested or "median"
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """A pruner by name (see :data:`PRUNERS`); steps are epochs."""
+#: completed trials before the median and percentile pruners prune (``run --pruner-startup``)
+DEFAULT_PRUNER_STARTUP = 5
+
+
+def make_pruner(name: str, startup: int | None = None) -> optuna.pruners.BasePruner:
+    """A pruner by name (see :data:`PRUNERS`); steps are epochs.
+
+    ``startup``: completed trials before the median or percentile pruner prunes (default
+    :data:`DEFAULT_PRUNER_STARTUP`).  A study that starts from good enqueued trials (a campaign's warm starts)
+    can prune from the first trial after them; with expensive trials, five unpruned random start-up trials may
+    cost more than the rest of a sitting.
+    """
+    startup = DEFAULT_PRUNER_STARTUP if startup is None else startup
+    if startup < 0:
+        raise ConfigError(f"--pruner-startup must be >= 0 (got {startup})")
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=0)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     if name == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     if name == "percentile":
-        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5)
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=startup)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise _unknown("pruner", name, PRUNERS)
