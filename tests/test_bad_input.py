@@ -175,3 +175,19 @@ def test_a_second_process_on_a_sqlite_study_is_refused_and_a_worker_needs_a_stud
     assert not db.exists()
     _refused(runner.invoke(app, ["worker", "--study", "bad", "--storage", f"journal:{tmp_path / 'w.journal'}"]),
              "w.journal: no such journal file")
+
+
+def test_a_plain_export_onto_an_existing_default_file_needs_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _export_study(tmp_path)
+    first = runner.invoke(app, ["export", "ex"])
+    assert first.exit_code == 0, first.output
+    [written] = (tmp_path / "exports").iterdir()
+    written.write_text(written.read_text() + "# my note\n")  # edited by the user
+    edited = written.read_text()
+    _refused(runner.invoke(app, ["export", "ex"]), f"{Path('exports') / written.name} exists already")
+    assert written.read_text() == edited
+    _refused(runner.invoke(app, ["export", "ex", "--out", ""]), "--out: empty")
+    again = runner.invoke(app, ["export", "ex", "--force"])
+    assert again.exit_code == 0, again.output
+    assert "# my note" not in written.read_text() and load_config(written).provenance["study"] == "ex"

@@ -29,7 +29,7 @@ def export_command(
         "<study>-trial<N>.yaml into (default exports/); a file with --top K gets the rank added before "
         "the suffix.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a file given with --out that exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an export file that exists (the default one or --out).")] = False,
 ) -> None:
     """Write standalone training configs of the best trials (replay with dhns-search train --config)."""
     from dhns_search.search.export import export_best
