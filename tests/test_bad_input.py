@@ -177,6 +177,73 @@ def test_a_second_process_on_a_sqlite_study_is_refused_and_a_worker_needs_a_stud
              "w.journal: no such journal file")
 
 
+LONG = "s" * 300
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--study", ""], "--study: empty; give a study name"),
+    (["--study", "  "], "--study: empty; give a study name"),
+    (["--study", LONG], "--study: the study name has 300 characters; at most 100"),
+    (["--max-trials-per-worker", "0"], "--max-trials-per-worker must be at least 1 (got 0)"),
+    (["--timeout", "nan"], "--timeout must be a positive number of seconds (got nan)"),
+    (["--timeout", "inf"], "--timeout must be a positive number of seconds (got inf)"),
+    (["--storage", ""], "--storage: empty; give a storage URL"),
+    (["--tracking-uri", ""], "--tracking-uri: empty; give an MLflow tracking URI, or none"),
+    (["--objective", ""], "--objective: empty; give one or more objectives"),
+    (["--enqueue", ""], "--enqueue: empty; give a config YAML file"),
+    (["--work-dir", "bad.yaml"], "--work-dir bad.yaml: a file, not a folder"),
+    (["--work-dir", "bad.yaml/work"], "--work-dir bad.yaml/work: bad.yaml is a file, not a folder"),
+    (["--work-dir", "w/" + LONG], "--work-dir: the folder name sss"),
+    (["--space", "."], ".: a folder, not a space file"),
+], ids=["empty-study", "blank-study", "long-study", "zero-per-worker", "nan-timeout", "inf-timeout", "empty-storage",
+        "empty-tracking", "empty-objective", "empty-enqueue", "work-dir-file", "work-dir-under-file",
+        "work-dir-long", "space-folder"])
+def test_empty_null_and_impossible_run_options_are_refused_before_anything_exists(tmp_path, monkeypatch, args,
+                                                                                  message):
+    monkeypatch.chdir(tmp_path)
+    _space(tmp_path)
+    base = ["run", "--space", "bad.yaml", "--tracking-uri", "none", "-n", "1", "--no-live"]
+    # the option under test comes last, so it replaces a default given above (--tracking-uri)
+    _refused(runner.invoke(app, [*base, *args]), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no studies/, no work dir, no mlruns/
+    if args[0] in ("--study", "--max-trials-per-worker", "--work-dir"):  # several workers: refused as early
+        _refused(runner.invoke(app, [*base, "--workers", "2", *args]), message)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["run", "--space", ""], "'--space'"),
+    (["run", "--work-dir", ""], "'--work-dir'"),
+    (["train", "--config", ""], "'--config'"),
+    (["train", "--preset", "dhns-distmult", "--out", ""], "'--out'"),
+    (["train", "--resume", ""], "'--resume'"),
+    (["spaces", "validate", ""], "'files'"),
+    (["compare", ""], "'ablation'"),
+    (["data", "info", ""], "'path'"),
+], ids=["space", "work-dir", "config", "out", "resume", "spaces", "compare", "data"])
+def test_an_empty_path_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch, args, option):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for {option}" in result.output and "empty; give a path" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--preset", "dhns-distmult", "--data", ""], "--data: empty; give a dataset folder"),
+    (["--preset", "dhns-distmult", "--data", "null"], "null: no such dataset directory"),
+    (["--preset", ""], "--preset: empty; give a preset name"),
+    (["--preset", "dhns-distmult", "--device", ""], "--device must be auto, cpu, cuda or cuda:N (got '')"),
+    (["--preset", "dhns-distmult", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N (got 'gpu')"),
+    (["--preset", "dhns-distmult", "--tracking-uri", ""], "--tracking-uri: empty"),
+], ids=["empty-data", "null-data", "empty-preset", "empty-device", "gpu-device", "empty-tracking"])
+def test_train_refuses_empty_and_null_options_instead_of_training_on_the_synthetic_graph(tmp_path, monkeypatch,
+                                                                                        args, message):
+    monkeypatch.chdir(tmp_path)
+    _refused(runner.invoke(app, ["train", *args, "--set", "train.epochs=1"]), message)
+    assert list(tmp_path.iterdir()) == []  # no runs/
+
+
 def test_a_plain_export_onto_an_existing_default_file_needs_force(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _export_study(tmp_path)

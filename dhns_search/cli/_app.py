@@ -12,7 +12,8 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -53,6 +54,16 @@ def cli_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def path_value(value: Any) -> Path:
+    """The ``parser`` of every path option and argument: an empty string is refused (``Path("")`` would be
+    the working directory, and ``--out ''`` would silently mean ``.``)."""
+    if isinstance(value, Path):  # a default
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("empty; give a path")
+    return Path(value)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -9,14 +9,14 @@ from typing import Annotated
 
 import typer
 
-from dhns_search.cli._app import app, cli_errors, console, echo_err
+from dhns_search.cli._app import app, cli_errors, console, echo_err, path_value
 
 
 @app.command("compare")
 @cli_errors
 def compare_command(
-    ablation: Annotated[Path, typer.Argument(help="Ablation file (see ablations/*.yaml).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default comparisons/<file stem>).")] = None,
+    ablation: Annotated[Path, typer.Argument(help="Ablation file (see ablations/*.yaml).", parser=path_value)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=path_value, help="Output folder (default comparisons/<file stem>).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds 0..N-1 instead of the file's.")] = None,
     arms: Annotated[str | None, typer.Option("--arms", help="Comma-separated subset of arms (the reference is always run).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override for every arm, e.g. model.dim=128.")] = None,

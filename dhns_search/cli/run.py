@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dhns_search.cli._app import app, cli_errors, console, err_console
+from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
 from dhns_search.cli._format import params_text
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.space.encoding import format_cell
@@ -30,7 +30,7 @@ CPU_HOURS_HELP = (
 @app.command("run")
 @cli_errors
 def run_command(
-    space: Annotated[Path, typer.Option("--space", help="Search space YAML.")] = _D.space,
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML.", parser=path_value)] = _D.space,
     study: Annotated[str | None, typer.Option(
         "--study", help="Study name (default: the space file's stem); an existing study is continued.")] = _D.study,
     n_trials: Annotated[int | None, typer.Option(
@@ -83,7 +83,7 @@ def run_command(
         "--max-trials-per-worker", help="Trials of each worker process at most (--n-trials is the study's "
         "total).", show_default=False)] = _D.max_trials_per_worker,
     work_dir: Annotated[Path, typer.Option(
-        "--work-dir", help="Where trials checkpoint (a folder per study and trial); the retry of a trial whose "
+        "--work-dir", parser=path_value, help="Where trials checkpoint (a folder per study and trial); the retry of a trial whose "
         "worker died continues from there. Several machines: a shared filesystem path.")] = _D.work_dir,
     enqueue: Annotated[list[str] | None, typer.Option(
         "--enqueue", help="Warm start: a config YAML, preset:NAME, or a mapping of parameter values "
@@ -127,7 +127,7 @@ def worker_command(
     max_trials_per_worker: Annotated[int | None, typer.Option(
         "--max-trials-per-worker", help="Trials of each worker process at most.", show_default=False)] = None,
     work_dir: Annotated[Path, typer.Option(
-        "--work-dir", help="Where trials checkpoint (a shared filesystem path, the same for every machine, "
+        "--work-dir", parser=path_value, help="Where trials checkpoint (a shared filesystem path, the same for every machine, "
         "so that a retry finds the checkpoint of a trial whose machine died).")] = _D.work_dir,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="torch threads of this worker (default: torch's).", show_default=False)] = None,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from dhns_search.cli._app import app, cli_errors, console, err_console
+from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
 from dhns_search.errors import ConfigError
 
 _SHOWN = [
@@ -32,12 +34,12 @@ def _cell(summary, split: str, key: str, seeds: int) -> str:
 @app.command("train")
 @cli_errors
 def train_command(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Training config YAML (e.g. an export).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", parser=path_value, help="Training config YAML (e.g. an export).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", "-p", help="A shipped preset (see --list-presets).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset directory (sets data.path).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override, e.g. train.lr=0.001.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train N seeds and report mean and std.")] = 1,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<name>-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=path_value, help="Run folder (default runs/<name>-<time>).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (sets device).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
         "--tracking-uri", help="Log the runs to this MLflow store (one per seed, and a summary run with --seeds "
@@ -46,7 +48,7 @@ def train_command(
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List the shipped presets and exit.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the run in an existing --out folder.")] = False,
     resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Continue an interrupted run from its folder (its config.yaml and checkpoint.pt); "
+        "--resume", parser=path_value, help="Continue an interrupted run from its folder (its config.yaml and checkpoint.pt); "
         "Ctrl-C or SIGTERM stops it at the next batch, checkpointed.", show_default=False)] = None,
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
@@ -64,13 +66,14 @@ def train_command(
                               "--preset, --set, --data, --device, --out or --seeds)")
         _resume(resume)
         return
+    _check_strings(preset=preset, data=data, device=device, tracking_uri=tracking_uri)
     if out is not None:
         _check_out(out, force)
     if config is None and preset is None:
         raise ConfigError("give --config FILE or --preset NAME (see --list-presets)")
     extra = list(overrides or [])
-    if data is not None:
-        extra.append(f"data.path={data}")
+    if data is not None:  # a string as typed (--data null is a folder named null, not YAML's null)
+        extra.append(f"data.path={json.dumps(data)}")
     if device is not None:
         extra.append(f"device={device}")
     cfg = load_config(config, preset=preset, overrides=extra)
@@ -102,6 +105,19 @@ def _reproduction(summary, cfg) -> None:
         expected, got = summary.reproduction
         verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
         console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
+
+
+def _check_strings(*, preset: str | None, data: str | None, device: str | None, tracking_uri: str | None) -> None:
+    """Options given empty (or impossible) are refused before anything is read or written."""
+    if preset is not None and not preset.strip():
+        raise ConfigError("--preset: empty; give a preset name (see --list-presets)")
+    if data is not None and not data.strip():
+        raise ConfigError("--data: empty; give a dataset folder, or leave --data out for the config's data.path "
+                          "(null there is the embedded synthetic graph)")
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
+    if tracking_uri is not None and not tracking_uri.strip():
+        raise ConfigError("--tracking-uri: empty; give an MLflow tracking URI, or none to log nothing")
 
 
 #: what a run folder holds (train, and a seed-N folder each with --seeds N)

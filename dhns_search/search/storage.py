@@ -35,8 +35,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SQL_URL = re.compile(r"^(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://")
 
 
-def check_study_name(name: str) -> str:
+#: the longest study name: it names files (``studies/<study>.journal``, lock files, the work folder
+#: ``<study>-<uid8>``, exports ``<study>-trial<N>.yaml``), and a file name has at most 255 bytes
+MAX_STUDY_NAME = 100
+
+
+def check_study_name(name: str, option: str = "--study") -> str:
     """``name`` if it can name a study (and its files); :class:`ConfigError` otherwise."""
+    if not name.strip():
+        raise ConfigError(f"{option}: empty; give a study name (letters, digits, '.', '_' and '-')")
+    if len(name) > MAX_STUDY_NAME:
+        raise ConfigError(f"{option}: the study name has {len(name)} characters; at most {MAX_STUDY_NAME} "
+                          "(it names files)")
     if not _NAME.match(name):
         raise ConfigError(f"study name {name!r}: use letters, digits, '.', '_' and '-' (it names files)")
     return name
@@ -222,6 +232,10 @@ def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str
     Returns the study and its storage URL; raises :class:`StudyError` naming the known studies when there
     is none of that name.
     """
+    if not name.strip():
+        raise StudyError("the study name is empty; give one (dhns-search status lists the studies)")
+    if storage is not None and not storage.strip():
+        raise StudyError("--storage: empty; give a storage URL, or leave --storage out for studies/*.db")
     candidates = [storage] if storage else []
     if storage is None:
         default = default_storage(name)

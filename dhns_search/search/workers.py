@@ -130,11 +130,12 @@ def worker_command(options: RunOptions, name: str, storage: str, device: str | N
 def run_workers(options: RunOptions, *, console: Console | None = None, stop: threading.Event | None = None):
     """Prepare the study, run one worker process per slot, wait for all; returns the study's summary
     (raises :class:`~.runner.StudyInterrupted` when a stop request ended them)."""
-    from dhns_search.search.runner import StudyInterrupted, _summary, attach, prepare
+    from dhns_search.search.runner import StudyInterrupted, _check_options, _summary, attach, prepare
     from dhns_search.search.space import load_space
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
+    _check_options(options)  # before the study's name and storage are derived from them
     slots = worker_slots(options)
     name = options.study or load_space(options.space, overrides=options.overrides).path.stem  # type: ignore[union-attr]
     storage = shared_storage(options, name)
