@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from dhns_search.cli import app
 from dhns_search.config import load_config
+from dhns_search.errors import ConfigError
 from dhns_search.search.storage import make_storage
 from dhns_search.training.loop import TrainingInterrupted, train
 
@@ -258,3 +259,69 @@ def test_a_plain_export_onto_an_existing_default_file_needs_force(tmp_path, monk
     again = runner.invoke(app, ["export", "ex", "--force"])
     assert again.exit_code == 0, again.output
     assert "# my note" not in written.read_text() and load_config(written).provenance["study"] == "ex"
+
+
+# ------------------------------------------------------------------------------ silent acceptance
+@pytest.mark.parametrize(("override", "message"), [
+    ("dhns.modalities=[structural, visiual, textual]", "dhns.modalities: 'visiual' is not a modality; did you mean 'visual'?"),
+    ("data.modalities=[Visual]", "data.modalities: 'Visual' is not a modality; did you mean 'visual'?"),
+    ("train.lr=.inf", "train.lr: Input should be a finite number (got inf)"),
+    ("dhns.weight=.inf", "dhns.weight: Input should be a finite number (got inf)"),
+    ("model.epsilon=-.inf", "model.epsilon: Input should be a finite number (got -inf)"),
+], ids=["dhns-modality", "data-modality", "inf-lr", "inf-weight", "minus-inf"])
+def test_misspelt_modalities_and_infinite_numbers_are_refused_when_the_config_is_read(tmp_path, monkeypatch, override,
+                                                                                     message):
+    monkeypatch.chdir(tmp_path)
+    _refused(runner.invoke(app, ["train", "--preset", "dhns-distmult", "--set", override]), message)
+    key, _, value = override.partition("=")
+    (tmp_path / "s.yaml").write_text(f"fixed: {{{key}: {value}}}\n"
+                                     "params: {model.dim: {type: int, low: 8, high: 16}}\n")
+    _refused(runner.invoke(app, ["spaces", "validate", "s.yaml"]), message)
+    _refused(runner.invoke(app, ["run", "--space", "s.yaml", "--tracking-uri", "none"]), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def test_a_level_that_names_no_table_is_refused_and_a_standard_one_the_dataset_lacks_is_left_out():
+    cfg = load_config(preset="dhns-distmult", overrides=[*FAST, "train.epochs=1", "dhns.modalities=structural,depth"])
+    with pytest.raises(ConfigError, match="dhns.modalities: 'depth' is neither a standard modality .* nor a feature "
+                                          "table of this dataset \\(it has structural, visual\\)"):
+        train(cfg.model_copy(update={"data": cfg.data.model_copy(update={"modalities": ["visual"]})}))
+    cfg = load_config(preset="dhns-distmult", overrides=[*FAST, "train.epochs=1", "data.modalities=visual"])
+    assert train(cfg).config.dhns.modalities == ["structural", "visual"]  # textual: documented, left out
+
+
+def test_a_feature_file_whose_one_tensor_is_keyed_by_another_modality_is_refused(make_openke):
+    import torch
+
+    from dhns_search.data import load_dataset
+    from dhns_search.errors import DataError
+
+    root = make_openke()
+    (root / "features").mkdir()
+    torch.save({"textual": torch.ones(5, 4)}, root / "features" / "visual.pth")
+    with pytest.raises(DataError, match="its one tensor is under the key 'textual', but it is read as the 'visual' "
+                                        "table; check data.features"):
+        load_dataset(root)
+    torch.save({"embeddings": torch.ones(5, 4)}, root / "features" / "visual.pth")  # a neutral key: taken
+    assert load_dataset(root).features["visual"].values.shape == (5, 4)
+
+
+def test_a_space_with_no_parameter_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "none.yaml").write_text("fixed: {train.epochs: 2}\nparams: {}\n")
+    for args in (["spaces", "validate", "none.yaml"], ["run", "--space", "none.yaml", "--tracking-uri", "none"]):
+        _refused(runner.invoke(app, args), "none.yaml: params: no parameter to search")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["none.yaml"]
+
+
+def test_train_set_takes_the_comma_separated_list_form_the_docs_give():
+    cfg = load_config(preset="dhns-distmult", overrides=["dhns.levels=0,0.5", "dhns.level_weights=1, 1",
+                                                         "dhns.margin.factors=0.1,0.9", "dhns.modalities=structural,visual",
+                                                         "data.modalities=visual"])
+    assert cfg.dhns.levels == [0.0, 0.5] and cfg.dhns.level_weights == [1.0, 1.0]
+    assert cfg.dhns.margin.factors == [0.1, 0.9]
+    assert cfg.dhns.modalities == ["structural", "visual"] and cfg.data.modalities == ["visual"]
+    assert load_config(preset="dhns-distmult", overrides=["dhns.levels=[0, 0.5]", "dhns.level_weights=[1, 1]",
+                                                          "dhns.margin.factors=[0.1, 0.9]"]).dhns.levels == [0, 0.5]
+    _refused(runner.invoke(app, ["train", "--preset", "dhns-distmult", "--set", "dhns.levels=0,x"]),
+             "override dhns.levels: 'x' in '0,x' is not a float")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import re
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -288,7 +290,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
@@ -345,11 +347,66 @@ def get_dotted(data: dict, path: str) -> Any:
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """``data`` with the dotted ``--set`` overrides applied.  A list-valued field also takes the
+    comma-separated form of the search spaces (``dhns.levels=0,0.5``, ``dhns.modalities=structural,visual``;
+    ``""`` is the empty list), as well as a YAML list (``[0, 0.5]``)."""
     data = copy.deepcopy(data) if data else {}
     for item in overrides or []:
         path, value = parse_override(item)
+        item_type = list_item_type(path)
+        if item_type is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = decode_list(str(value), item_type, f"override {'.'.join(path)}")
         set_dotted(data, path, value, f"override {item!r}")
     return data
+
+
+def list_item_type(path: list[str]) -> Any:
+    """The item type of the list-valued :class:`RunConfig` field at ``path``; None for any other path."""
+    model: Any = RunConfig
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = next((a for a in _union_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+    for arg in _union_args(annotation):
+        if typing.get_origin(arg) is list:
+            return (typing.get_args(arg) or (Any,))[0]
+    return None
+
+
+def _union_args(annotation: Any) -> tuple:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def decode_list(text: str, item_type: Any, where: str = "value") -> list:
+    """``"0,0.1"`` -> ``[0.0, 0.1]`` for ``item_type`` float: the comma-separated form of a list value
+    (blanks around items ignored, ``""`` the empty list).  A bad item raises :class:`ConfigError`."""
+    if text.strip() == "":
+        return []
+    out: list = []
+    for raw in text.split(","):
+        item = raw.strip()
+        try:
+            if item_type is float:
+                out.append(float(item))
+            elif item_type is int:
+                out.append(int(item))
+            elif item_type is bool:
+                if item.lower() not in ("true", "false"):
+                    raise ValueError(item)
+                out.append(item.lower() == "true")
+            else:
+                out.append(item)
+        except ValueError:
+            name = item_type.__name__ if isinstance(item_type, type) else str(item_type)
+            raise ConfigError(f"{where}: {item!r} in {text!r} is not a {name} "
+                              "(list values are comma-separated, e.g. \"0,0.1,0.25\")") from None
+    return out
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

@@ -35,6 +35,9 @@ def load_space(path: str | Path, *, overrides: list[str] | None = None) -> Searc
     path = Path(path)
     source = str(path)
     spec = _read_space_file(path, source)
+    if not spec.params:  # a study over nothing would train the same configuration N times
+        raise ConfigError(f"{source}: params: no parameter to search; give at least one under params: (a "
+                          "single configuration is trained with dhns-search train)")
     errors: list[str] = []
     params = _check_params(spec, source, errors)
     _check_conditions(spec, params, source, errors)
