@@ -325,3 +325,24 @@ def test_train_set_takes_the_comma_separated_list_form_the_docs_give():
                                                           "dhns.margin.factors=[0.1, 0.9]"]).dhns.levels == [0, 0.5]
     _refused(runner.invoke(app, ["train", "--preset", "dhns-distmult", "--set", "dhns.levels=0,x"]),
              "override dhns.levels: 'x' in '0,x' is not a float")
+
+
+# ------------------------------------------------------------------------- messages that blamed the wrong thing
+@pytest.mark.parametrize(("override", "line"), [
+    ("data.features=none", "data.features: should be 'auto' or a mapping (got 'none')"),
+    ("data.features={visual: 3}", "data.features.visual: Input should be a valid string (got 3)"),
+    ("device=gpu", "device: should be auto, cpu, cuda or cuda:N (got 'gpu')"),
+], ids=["union", "union-item", "pattern"])
+def test_a_config_error_names_what_the_field_takes_not_pydantics_internals(override, line):
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="dhns-distmult", overrides=[override])
+    assert str(err.value).splitlines()[1:] == [f"  {line}"]
+    assert "literal[" not in str(err.value) and "pattern" not in str(err.value)
+
+
+def test_a_quoted_float_bound_is_a_string_not_an_invalid_integer(tmp_path):
+    space = tmp_path / "q.yaml"
+    space.write_text('params:\n  train.lr: {type: float, low: "0.001", high: 0.1}\n')
+    _refused(runner.invoke(app, ["spaces", "validate", str(space)]),
+             "params.train.lr.low: should be a number, not a string: write it without quotes (got '0.001')")
+    assert "valid integer" not in runner.invoke(app, ["spaces", "validate", str(space)]).output
