@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
-from dhns_search.errors import ConfigError
+from dhns_search.errors import ConfigError, WriteError
 
 _SHOWN = [
     "mrr_realistic_filtered",
@@ -81,7 +81,11 @@ def train_command(
     out_dir = out or default_run_dir("runs", name)
     console.print(f"training [bold]{name}[/] ({cfg.model.scorer}, dhns={'on' if cfg.dhns.enabled else 'off'}, "
                   f"seed {cfg.seed}{f' +{seeds - 1}' if seeds > 1 else ''}) -> {out_dir}")
-    summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
+    existed = out_dir.exists()
+    try:
+        summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
+    except WriteError as err:
+        raise _write_failed(err, out_dir, created=not existed) from None
 
     title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
     table = Table(title=title)
@@ -98,6 +102,27 @@ def train_command(
         console.print(f"mlflow: experiment {tracked.experiment!r}, {len(tracked.run_ids)} run(s)"
                       f"{' and a summary run' if tracked.summary_run_id else ''}{linked} in {tracked.tracking_uri}",
                       highlight=False, soft_wrap=True)
+
+
+def _write_failed(err: WriteError, out_dir: Path, *, created: bool) -> WriteError:
+    """A run that could not write its folder (a full disk ...): the message says how to go on.  A run that
+    checkpointed continues with --resume; one that did not leaves nothing behind, so the same command
+    starts it again."""
+    from dhns_search.training.checkpoint import CHECKPOINT
+
+    folder = Path(str(err.path)).parent  # the run's folder (a seed's, with --seeds N)
+    if (folder / CHECKPOINT).is_file():
+        return WriteError(err.path, f"{err.reason}; the run is checkpointed: continue it with dhns-search train "
+                          f"--resume {folder} once there is space")
+    for name in ("config.yaml", "metrics.json"):  # what the run wrote before its first checkpoint
+        (folder / name).unlink(missing_ok=True)
+    for empty in (folder, out_dir) if created else (folder,):
+        if empty.is_dir() and not any(empty.iterdir()):
+            empty.rmdir()
+    if out_dir.is_dir() and any(out_dir.iterdir()):  # --seeds N: the seeds that finished are kept
+        return WriteError(err.path, f"{err.reason}; the seeds that finished are in {out_dir}: run the same command "
+                          "with --force once there is space")
+    return WriteError(err.path, f"{err.reason}; nothing was kept: run the same command again once there is space")
 
 
 def _reproduction(summary, cfg) -> None:
@@ -156,6 +181,9 @@ def _resume(folder: Path) -> None:
     with stop_on_signals() as (stop, received):
         try:
             result = train(cfg, run_dir=folder, resume=True, stop=stop)
+        except WriteError as err:
+            raise WriteError(err.path, f"{err.reason}; the run keeps its last checkpoint: continue it with "
+                             f"dhns-search train --resume {folder} once there is space") from None
         except (TrainingInterrupted, KeyboardInterrupt):
             err_console.print(f"[yellow]interrupted[/]; continue with: dhns-search train --resume {folder}",
                               highlight=False, soft_wrap=True)

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dhns_search.errors import DhnsError
 from dhns_search.search.locks import budget_lock
-from dhns_search.search.objective import TRACKING_FAILED
+from dhns_search.search.objective import TRACKING_FAILED, WRITE_FAILED
 from dhns_search.search.recovery import budget_used, cpu_spent, retried_numbers, retry_trial, sweep_dead_workers
 from dhns_search.search.trial_folder import INTERRUPTED
 
@@ -73,7 +73,7 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                 if cpu_hours is not None and cpu_spent(study) >= cpu_hours * 3600.0:
                     done.reason = f"CPU budget met ({cpu_spent(study) / 3600.0:.2f} of {cpu_hours:g} CPU-hours)"
                 break
-    except (KeyboardInterrupt, DhnsError):  # a second Ctrl-C, a failing store: queue the trial again
+    except (KeyboardInterrupt, DhnsError):  # a second Ctrl-C, a failing store or disk: queue the trial again
         _requeue_interrupted(study, done.trials[-1:])
         raise
     if done.interrupted:
@@ -110,5 +110,5 @@ def _requeue_interrupted(study: optuna.Study, numbers: Sequence[int]) -> None:
     for t in trials:
         reason = str(t.user_attrs.get("fail_reason", ""))
         if t.number in numbers and t.state == TrialState.FAIL and t.number not in retried and (
-                reason in (INTERRUPTED, "KeyboardInterrupt") or reason.startswith(TRACKING_FAILED)):
+                reason in (INTERRUPTED, "KeyboardInterrupt") or reason.startswith((TRACKING_FAILED, WRITE_FAILED))):
             retry_trial(study, t)

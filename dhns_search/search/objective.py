@@ -26,6 +26,9 @@ Outcomes:
   ...) or running out of memory (``torch.cuda.OutOfMemoryError``, or the CPU allocator's out-of-memory
   ``RuntimeError``) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with user
   attr ``fail_reason`` and the study goes on;
+- a file the trial could not write (:class:`~dhns_search.errors.WriteError`: a full or read-only work
+  directory) and a failing tracking store stop the study with one message: the trial is FAIL, keeps its
+  checkpoint and is queued again, so the same command continues it once the cause is fixed;
 - anything else (a shape mismatch in the trainer, a ``KeyError`` ...) is a bug: the trial is FAIL with its
   ``fail_reason``, and the exception propagates, so the study stops with the traceback.
 
@@ -48,7 +51,7 @@ import torch
 
 from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import DhnsError, TrackingError
+from dhns_search.errors import DhnsError, TrackingError, WriteError
 from dhns_search.search import trial_data
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
@@ -62,7 +65,7 @@ from dhns_search.training.loop import TrainingInterrupted
 if TYPE_CHECKING:
     from dhns_search.search.tracking import MlflowBridge, TrialRun
 
-__all__ = ["TRACKING_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
+__all__ = ["TRACKING_FAILED", "WRITE_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
            "is_trial_failure"]
 
 #: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch)
@@ -90,6 +93,9 @@ def is_trial_failure(err: BaseException) -> bool:
 
 #: how the fail reason of a trial stopped by a failing tracking store begins (it is queued again)
 TRACKING_FAILED = "the tracking store failed"
+#: how the fail reason of a trial stopped by a file it could not write begins (a full or read-only work
+#: directory: it is queued again, and the study stops rather than fail every trial the same way)
+WRITE_FAILED = "a file could not be written"
 
 
 def is_tracking_failure(err: BaseException) -> bool:
@@ -277,6 +283,12 @@ class Objective:
                 out.state, out.reason, out.store_failed = "INTERRUPTED", tracking_reason(err), True
                 trial.set_user_attr("fail_reason", out.reason)
                 raise _tracking_error(trial.number, err) from None
+            if isinstance(err, WriteError):  # a full or read-only work directory: every trial would fail
+                out.state, out.reason = "INTERRUPTED", f"{WRITE_FAILED} ({err})"
+                trial.set_user_attr("fail_reason", out.reason)
+                raise WriteError(err.path, f"{err.reason}, during trial {trial.number}. The study is consistent: "
+                                 f"trial {trial.number} is failed and queued again (it resumes from its last "
+                                 "checkpoint); run the same command again once there is space") from None
             if is_trial_failure(err):
                 self._record_failure(trial, run, out)
                 raise TrialFailed(out.reason) from err
