@@ -151,13 +151,15 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: 
     from dataclasses import replace
 
     from dhns_search.cli._signals import exit_code, stop_on_signals
-    from dhns_search.cli.live import LiveTable, quiet_failed_trials
+    from dhns_search.cli.live import LiveTable, details_log, quiet_failed_trials
+    from dhns_search.errors import TrackingError
     from dhns_search.search.continuation import joined_options
     from dhns_search.search.runner import StudyInterrupted, run_study
     from dhns_search.search.workers import announce_ready, run_workers, worker_slots
 
     slots = worker_slots(options)
-    with quiet_failed_trials(), stop_on_signals() as (stop, received):
+    log_path = options.work_dir / "logs" / f"{study_name}.log"
+    with quiet_failed_trials(), details_log(log_path) as details, stop_on_signals() as (stop, received):
         announce_ready()  # a worker of run --workers: from now on a signal is a stop request
         try:
             if len(slots) > 1:
@@ -166,6 +168,10 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: 
             else:
                 one = replace(options, device=slots[0]) if options.devices else options
                 summary = run_study(one, console=console, monitor=LiveTable(console, enabled=live), stop=stop)
+        except TrackingError as err:  # one message; what the store's client said is in the log
+            if details.written:
+                raise TrackingError(f"{err} (details: {log_path})") from None
+            raise
         except (StudyInterrupted, KeyboardInterrupt) as err:
             name = err.summary.study if isinstance(err, StudyInterrupted) else study_name
             if report:
@@ -197,7 +203,7 @@ def _print_summary(summary, *, explicit_storage: bool) -> None:
     if summary.stopped and summary.stopped.startswith("CPU budget met"):
         console.print(f"the study's {summary.stopped} (--cpu-hours); give a larger --cpu-hours to run more",
                       highlight=False)
-    if not summary.parent_ended:
+    if not summary.parent_ended and "artifacts" not in summary.plots_skipped:
         console.print("other workers are still running trials of this study; the last one to finish ends the "
                       "MLflow parent run", highlight=False)
     if summary.n_infeasible:

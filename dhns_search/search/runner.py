@@ -213,7 +213,13 @@ def _finish(run: PreparedRun, bridge: MlflowBridge | None, status: str,
     except Exception as err:
         if not is_tracking_failure(err):
             raise
-        return ([], {"artifacts": tracking_reason(err)}), False  # the next run catches up (reconcile)
+        # at least end the parent if the store takes that (no other worker running): not left RUNNING
+        ended = False
+        with contextlib.suppress(Exception):
+            if not running_elsewhere(run.study, done.trials):
+                bridge.end_study(status)
+                ended = True
+        return ([], {"artifacts": tracking_reason(err)}), ended  # the next run catches up (reconcile)
 
 
 def _publish_end(run: PreparedRun, bridge: MlflowBridge, status: str,
@@ -467,8 +473,9 @@ def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None,
         except Exception as err:
             if not is_tracking_failure(err):
                 raise
-            raise TrackingError(f"{tracking_reason(err)} after trial {trial.number}. The study is consistent "
-                                "(the trial is recorded); run the same command again once the store answers") from None
+            raise TrackingError(f"{tracking_reason(err, bridge.tracking_uri)} after trial {trial.number}. The study is "
+                                "consistent (the trial is recorded); run the same command again once the store "
+                                "answers") from None
 
     callbacks = [after_trial] if monitor is None else [after_trial, monitor]
     watching = contextlib.nullcontext() if monitor is None else monitor.watch(run)
