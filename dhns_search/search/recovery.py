@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,7 +64,9 @@ class RetryFromCheckpoint(RetryHeartbeatStaleTrialCallback):
 
 def retry_callback() -> RetryFromCheckpoint:
     """The callback that queues a trial whose worker died again (the storages' heartbeat callback too)."""
-    return RetryFromCheckpoint(max_retry=MAX_RETRY, inherit_intermediate_values=True)
+    with warnings.catch_warnings():  # Optuna marks it experimental (since 2.8): said on every run otherwise
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryFromCheckpoint(max_retry=MAX_RETRY, inherit_intermediate_values=True)
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
