@@ -245,6 +245,13 @@ def test_train_refuses_empty_and_null_options_instead_of_training_on_the_synthet
     assert list(tmp_path.iterdir()) == []  # no runs/
 
 
+def test_compare_refuses_an_empty_arm_list(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("base: preset:dhns-distmult\nreference: base\narms: {base: []}\n")
+    _refused(runner.invoke(app, ["compare", "a.yaml", "--arms", " , "]), "--arms: empty; give arm names")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
+
+
 def test_a_plain_export_onto_an_existing_default_file_needs_force(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _export_study(tmp_path)

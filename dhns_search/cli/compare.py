@@ -33,6 +33,10 @@ def compare_command(
     from dhns_search.cli._signals import exit_code, stop_on_signals
     from dhns_search.training.loop import TrainingInterrupted
 
+    if arms is not None and not [a for a in arms.split(",") if a.strip()]:
+        from dhns_search.errors import ConfigError
+
+        raise ConfigError("--arms: empty; give arm names (comma-separated), or leave --arms out for every arm")
     command = "dhns-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def on_start(record, resumed: bool) -> None:
