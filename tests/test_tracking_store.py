@@ -222,3 +222,23 @@ def test_a_failing_store_is_one_message_naming_it_and_the_cause_with_the_details
     runs = client.search_runs([client.get_experiment_by_name("full").experiment_id])
     assert "RUNNING" not in {r.info.status for r in runs}
     assert next(r for r in runs if r.data.tags["dhns.role"] == "parent").info.status == "FINISHED"
+
+
+def test_train_logging_to_a_failing_store_is_one_message(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def log_batch(self, *args, **kwargs):
+        raise MlflowException(AUTOFLUSH)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    fast = ["data.synth.num_entities=30", "data.synth.num_triples=200", "model.dim=8", "negatives.num=4",
+            "dhns.steps=10", "train.epochs=1", "train.eval_every=1", "train.progress=false"]
+    result = runner.invoke(app, ["train", "--preset", "dhns-distmult", *[a for o in fast for a in ("--set", o)],
+                                 "--out", "run", "--tracking-uri", tracking])
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert (f"the tracking store {tracking} failed (MlflowException: (sqlite3.OperationalError) database or disk "
+            "is full); the run folder run holds what was trained") in text
+    assert (tmp_path / "run" / "result.json").is_file()

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
-from dhns_search.errors import ConfigError, WriteError
+from dhns_search.errors import ConfigError, TrackingError, WriteError
 
 _SHOWN = [
     "mrr_realistic_filtered",
@@ -86,6 +86,17 @@ def train_command(
         summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
     except WriteError as err:
         raise _write_failed(err, out_dir, created=not existed) from None
+    except Exception as err:
+        from dhns_search.search.objective import is_tracking_failure, tracking_reason
+        from dhns_search.search.replay import tracking_target
+
+        if not is_tracking_failure(err):
+            raise
+        again = "run the same command again"
+        if out_dir.is_dir():
+            again = f"the run folder {out_dir} holds what was trained; run the same command with --force"
+        raise TrackingError(f"{tracking_reason(err, tracking_target(cfg, tracking_uri))}; {again} once the store "
+                            "answers, or give --tracking-uri none") from None
 
     title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
     table = Table(title=title)
