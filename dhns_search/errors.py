@@ -31,6 +31,15 @@ class StudyError(DhnsError):
     """An unknown study, a study without completed trials, or a storage problem."""
 
 
+class WriteError(DhnsError):
+    """A file that could not be written: a full disk, a read-only filesystem, a name too long, a path
+    through a file.  ``path`` is the file, ``reason`` the system's words (``No space left on device``)."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path, self.reason = path, reason
+
+
 class TrackingError(DhnsError):
     """An MLflow tracking store that cannot be used (unknown scheme, unwritable, unreachable)."""
 

@@ -154,7 +154,12 @@ FILE_CASES: list[tuple[str, str, bytes, str]] = [
      "tiny/train2id.txt line 2: expected 'head tail relation', found '0 1 0 0'"),
     ("two-fields", "valid2id.txt", b"1\n0 2\n", "tiny/valid2id.txt line 2: expected 'head tail relation', found '0 2'"),
     ("blank-line-inside", "train2id.txt", _train_with("", 3),
-     "tiny/train2id.txt line 3: expected 'head tail relation', found an empty line"),
+     "tiny/train2id.txt line 3: an empty line among the triples; remove it (only trailing blank lines are allowed)"),
+    # an inserted blank line makes the count look wrong: the blank line is named, not the count
+    ("blank-line-inserted", "train2id.txt", b"5\n0 1 0\n\n1 2 1\n2 3 0\n3 4 1\n4 0 0\n",
+     "tiny/train2id.txt line 3: an empty line among the triples; remove it (only trailing blank lines are allowed)"),
+    ("blank-line-in-ids", "entity2id.txt", b"5\na 0\nb 1\n\nc 2\nd 3\ne 4\n",
+     "tiny/entity2id.txt line 4: an empty line among the entities; remove it (only trailing blank lines are allowed)"),
     ("entity-name-only", "entity2id.txt", b"5\na 0\nb\nc 2\nd 3\ne 4\n",
      "tiny/entity2id.txt line 3: expected 'name id', found 'b'"),
     # line ends, encodings, binary content

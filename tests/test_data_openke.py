@@ -100,7 +100,7 @@ def _replace_line(path: Path, lineno: int, text: str) -> None:
         ("train2id.txt", 4, "2 3", "tiny/train2id.txt line 4: expected 'head tail relation', found '2 3'"),
         ("train2id.txt", 5, "3 4 x", "tiny/train2id.txt line 5: relation id 'x' is not an integer"),
         ("train2id.txt", 3, "",
-         "tiny/train2id.txt line 3: expected 'head tail relation', found an empty line"),
+         "tiny/train2id.txt line 3: an empty line among the triples; remove it (only trailing blank lines are allowed)"),
         ("train2id.txt", 1, "6", "tiny/train2id.txt line 1: count line says 6 triples but the file has 5"),
         ("test2id.txt", 1, "one", "tiny/test2id.txt line 1: expected the number of triples, found 'one'"),
         ("entity2id.txt", 3, "b 0", "tiny/entity2id.txt line 3: id 0 appears twice"),

@@ -1,13 +1,16 @@
 """Studies that survive signals and dead workers, with real processes and the real trainer:
 
-- Ctrl-C / SIGTERM during ``run``: the trial stops at a batch boundary, checkpointed; Optuna records it
+- Ctrl-C / SIGTERM / SIGHUP (a closed terminal) during ``run``: the trial stops at a batch boundary, checkpointed; Optuna records it
   FAIL ("interrupted") and queues it again; its MLflow run and the parent end KILLED; one line says how to
   continue, and that command resumes the trial from its checkpoint to the value an uninterrupted run gets;
 - a second Ctrl-C still leaves both stores consistent;
 - a worker killed with SIGKILL in the middle of a trial, on PostgreSQL with an MLflow server (itself on
   PostgreSQL, as in the README's multi-machine example): the other
   workers retry the trial from its checkpoint and the study ends with exactly its budget;
-- ``run --workers 2`` on the default journal storage: the budget is met exactly, both workers ran trials.
+- ``run --workers 2`` on the default journal storage: the budget is met exactly, both workers ran trials;
+- ``run --workers 3`` with one worker SIGKILLed: its trial is retried, the budget met exactly, exit code 0
+  and a note; workers whose ``run`` dies stop checkpointed, and the same command finishes;
+- no trial starts after a stop request.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def _interrupted_line(err: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["sigint", "sigterm", "sighup"])
 def test_a_signal_ends_the_trial_cleanly_and_the_printed_command_resumes_it(tmp_path, monkeypatch, sig):
     args = ["run", "--space", str(_space(tmp_path)), "--n-trials", "2", "--sampler", "random", "--pruner", "none",
             "--no-live", *_stores(tmp_path)]
@@ -291,3 +294,140 @@ def test_ctrl_c_on_run_with_workers_stops_every_worker_cleanly_and_the_same_comm
     assert budget_used(study) == 4 and {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.FAIL}
     assert [t for t in study.trials if t.system_attrs.get("failed_trial") is not None
             and t.state == TrialState.COMPLETE and t.user_attrs.get("resumed_from_epoch", 0) > 0]
+
+
+# ----------------------------------------------------------------------------- lost workers and a lost run
+def _worker_pids(study) -> set[int]:
+    return {t.system_attrs["dhns.worker"]["pid"] for t in study.trials if "dhns.worker" in t.system_attrs}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which nobody may reap in a container, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text(encoding="ascii")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _running_with_checkpoint(journal: Path, name: str, proc: subprocess.Popen) -> optuna.trial.FrozenTrial:
+    """A trial in progress that has checkpointed at least once (its worker is mid-trial)."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        if journal.exists():
+            study = optuna.load_study(study_name=name, storage=make_storage(f"journal:{journal}"))
+            for t in study.get_trials(states=(TrialState.RUNNING,)):
+                if (Path(t.system_attrs.get("dhns.run_dir", "/nonexistent")) / "checkpoint.pt").is_file():
+                    return t
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_run_with_three_workers_exits_0_after_the_exact_budget_when_one_worker_is_killed(tmp_path):
+    journal = tmp_path / "w.journal"
+    args = [sys.executable, "-m", "dhns_search", "run", "--space", str(_space(tmp_path)), "--workers", "3",
+            "--n-trials", "4", "--sampler", "random", "--pruner", "none", "--tracking-uri", "none",
+            "--storage", f"journal:{journal}", "--set", "train.epochs=12"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = _running_with_checkpoint(journal, "faults", proc)
+    os.kill(victim.system_attrs["dhns.worker"]["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    assert "Traceback" not in out + err and "error:" not in err and "its message is above" not in out + err
+    assert "was killed by SIGKILL; the study met its budget all the same" in " ".join((out + err).split())
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert budget_used(study) == 4
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number)
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_whose_run_dies_stop_checkpointed_and_the_same_command_finishes(tmp_path):
+    """The decision (docs/search.md): a worker of run --workers watches its run; when the run dies it stops
+    as on SIGTERM (the trial ends at its next batch, checkpointed, queued again) and starts no other."""
+    journal = tmp_path / "w.journal"
+    args = [sys.executable, "-m", "dhns_search", "run", "--space", str(_space(tmp_path)), "--workers", "2",
+            "--n-trials", "3", "--sampler", "random", "--pruner", "none", "--tracking-uri", "none",
+            "--storage", f"journal:{journal}", "--set", "train.epochs=30"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _running_with_checkpoint(journal, "faults", proc)
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()  # the coordinating run dies; its workers (sessions of their own) get no signal
+    proc.communicate()
+    deadline = time.monotonic() + 120
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers went on without their run"
+        time.sleep(0.2)
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    stopped = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert stopped and all(t.user_attrs["fail_reason"] == "interrupted" for t in stopped)
+    assert sorted(t.system_attrs["failed_trial"] for t in study.trials if t.state == TrialState.WAITING) == \
+        [t.number for t in stopped]
+
+    done = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="faults", storage=make_storage(f"journal:{journal}"))
+    assert budget_used(study) == 3 and TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+def test_a_worker_whose_parent_is_gone_stops_as_on_sigterm(tmp_path):
+    """watch_parent in a process whose parent is not the one it was started by: SIGTERM to itself, which
+    the command line's handlers turn into a clean stop (here: a handler that records it)."""
+    code = ("import os, signal, sys, time\n"
+            "from dhns_search.search.workers import watch_parent\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
+            "watch_parent(os.getppid() + 1000000, every=0.01)\n"
+            "time.sleep(60)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 143 and time.monotonic() - started < 30, done.stderr
+
+
+def test_no_trial_starts_after_a_stop_request_that_came_while_waiting_for_the_lock(tmp_path, monkeypatch):
+    import contextlib
+    import threading
+
+    from dhns_search.search import budget
+
+    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s")
+    stop = threading.Event()
+
+    @contextlib.contextmanager
+    def slow_lock(*args, **kwargs):
+        stop.set()  # Ctrl-C while this worker waits for another worker's lock
+        yield
+
+    monkeypatch.setattr(budget, "budget_lock", slow_lock)
+    ran = []
+    done = budget.run_trials(study, lambda trial: ran.append(trial.number) or 0.0, storage_url="sqlite:///s.db",
+                             n_trials=3, stop=stop)
+    assert done.reason == "interrupted" and done.trials == [] and ran == [] and study.trials == []
+
+
+def test_exit_codes_of_workers_say_which_were_lost_and_which_were_stopped():
+    from dhns_search.search.workers import _INTERRUPTED, _lost_workers
+
+    assert _lost_workers([0, -signal.SIGKILL, 143, -signal.SIGTERM, 2], ["cpu", None, "cpu", "cpu", "cpu"]) == [
+        "worker 1 (auto) was killed by SIGKILL"]
+    assert {130, 143, 129, -signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP} == _INTERRUPTED

@@ -128,3 +128,34 @@ def test_a_foreign_journal_file_and_unknown_urls_are_refused(tmp_path):
         make_storage("ftp://example.org/studies")
     with pytest.raises(StudyError, match="no such journal file"):
         make_storage(f"journal:{tmp_path / 'none.journal'}", create=False)
+
+
+def test_status_and_export_of_a_study_in_a_locked_database_say_it_is_locked_not_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _one_trial("sqlite:///studies/studies.db", "held")
+    holder = sqlite3.connect("studies/studies.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a database browser, another tool
+    try:
+        for args in (["status", "held"], ["export", "held"], ["status"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
+            assert "studies/studies.db is locked by another program" in " ".join(result.output.split())
+            assert "no study" not in result.output and "no studies found" not in result.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    shown = runner.invoke(app, ["status", "held"])
+    assert shown.exit_code == 0 and "held" in shown.output
+
+
+def test_the_retry_callback_says_nothing_about_being_experimental():
+    """Optuna marks RetryHeartbeatStaleTrialCallback experimental: every run printed that warning."""
+    import warnings
+
+    from dhns_search.search.recovery import retry_callback
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        retry_callback()
+        make_storage("sqlite:///:memory:")
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)], caught

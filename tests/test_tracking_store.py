@@ -133,7 +133,7 @@ def test_a_server_that_dies_mid_study_stops_it_with_one_message_and_the_next_run
     with mlflow_server(tmp_path, backend) as url:
         result = runner.invoke(app, [*args, "--tracking-uri", url])
     assert result.exit_code == 2, result.output
-    assert "error: the tracking store failed (MlflowException" in result.output
+    assert f"error: the tracking store {url} failed (MlflowException" in " ".join(result.output.split())
     assert "during trial 1. The study is consistent" in result.output and "Traceback" not in result.output
     study = optuna.load_study(study_name="dies", storage=make_storage(storage))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
@@ -149,3 +149,96 @@ def test_a_server_that_dies_mid_study_stops_it_with_one_message_and_the_next_run
         runs = client.search_runs([client.get_experiment_by_name("dies").experiment_id])
         assert not [r for r in runs if r.info.status == "RUNNING"]
         assert next(r for r in runs if r.data.tags["dhns.role"] == "parent").info.status == "FINISHED"
+
+
+AUTOFLUSH = ("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block if this "
+             "flush is occurring prematurely)\n(sqlite3.OperationalError) database or disk is full\n"
+             "[SQL: INSERT INTO latest_metrics (key, value) VALUES (?, ?)]\n[parameters: ('train_loss', 0.5)]\n"
+             "(Background on this error at: https://sqlalche.me/e/20/e3q8)")
+
+
+def test_a_failing_store_is_one_message_naming_it_and_the_cause_with_the_details_in_a_log(tmp_path, monkeypatch):
+    """A SQLite store whose disk fills up in the middle of trial 1: its inserts fail (MLflow logs each with a
+    traceback, and its error reads "Query-invoked autoflush"), its updates still pass.  One message names
+    the store and the cause; the tracebacks go to the log; the trial's run and the parent are ended, not
+    left RUNNING; the same command finishes the study once the store takes writes again."""
+    import logging
+
+    import optuna
+    from mlflow.exceptions import MlflowException
+
+    from dhns_search.search.storage import make_storage
+
+    monkeypatch.chdir(tmp_path)
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    full = {"on": False, "trials": 0}
+    real_log_batch = MlflowClient.log_batch
+
+    def log_batch(self, *args, **kwargs):
+        if full["on"]:
+            try:  # what MLflow's SQLAlchemy store does: log the error with its traceback, then raise
+                raise MlflowException(AUTOFLUSH)
+            except MlflowException:
+                logging.getLogger("mlflow.store.db.utils").exception("SQLAlchemy database error. The following "
+                                                                     "exception is caught.")
+                raise
+        return real_log_batch(self, *args, **kwargs)
+
+    def filling_train(cfg, *, dataset=None, callbacks=(), run_dir=None):
+        full["trials"] += 1
+        full["on"] = full["trials"] == 2  # the disk fills up during trial 1
+        return fake_train(cfg, dataset=dataset, callbacks=callbacks, run_dir=run_dir)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    monkeypatch.setattr("dhns_search.search.objective.train", filling_train)
+    args = ["run", "--space", str(_space(tmp_path)), "--study", "full", "-n", "3", "--sampler", "random",
+            "--pruner", "none", "--no-live", "--tracking-uri", tracking]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output, result.output
+    assert "Query-invoked autoflush" not in result.output and "[SQL:" not in result.output
+    assert (f"error: the tracking store {tracking} failed (MlflowException: (sqlite3.OperationalError) database or "
+            "disk is full) during trial 1. The study is consistent") in text
+    log = tmp_path / "studies" / "work" / "logs" / "full.log"
+    assert f"(details: {log.relative_to(tmp_path)})" in text
+    assert "Traceback" in log.read_text() and "Query-invoked autoflush" in log.read_text()
+    assert "ExperimentalWarning" not in result.output  # RetryHeartbeatStaleTrialCallback's, on every run before
+
+    study = optuna.load_study(study_name="full", storage=make_storage("sqlite:///studies/studies.db"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert study.trials[1].user_attrs["fail_reason"] == ("the tracking store failed (MlflowException: "
+                                                         "(sqlite3.OperationalError) database or disk is full)")
+    client = MlflowClient(tracking)
+    runs = {r.data.tags.get("dhns.trial_number", "parent"): r.info.status
+            for r in client.search_runs([client.get_experiment_by_name("full").experiment_id])}
+    assert runs == {"0": "FINISHED", "1": "KILLED", "parent": "FAILED"}  # nothing left RUNNING
+
+    full.update(on=False, trials=-10)  # space again
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="full", storage=make_storage("sqlite:///studies/studies.db"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    runs = client.search_runs([client.get_experiment_by_name("full").experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert next(r for r in runs if r.data.tags["dhns.role"] == "parent").info.status == "FINISHED"
+
+
+def test_train_logging_to_a_failing_store_is_one_message(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def log_batch(self, *args, **kwargs):
+        raise MlflowException(AUTOFLUSH)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    tracking = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    fast = ["data.synth.num_entities=30", "data.synth.num_triples=200", "model.dim=8", "negatives.num=4",
+            "dhns.steps=10", "train.epochs=1", "train.eval_every=1", "train.progress=false"]
+    result = runner.invoke(app, ["train", "--preset", "dhns-distmult", *[a for o in fast for a in ("--set", o)],
+                                 "--out", "run", "--tracking-uri", tracking])
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert (f"the tracking store {tracking} failed (MlflowException: (sqlite3.OperationalError) database or disk "
+            "is full); the run folder run holds what was trained") in text
+    assert (tmp_path / "run" / "result.json").is_file()

@@ -8,11 +8,13 @@ so heavy libraries are imported inside the command functions that use them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 import warnings
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -48,11 +50,34 @@ def cli_errors(func: F) -> F:
         except DhnsError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
+        except OSError as err:
+            if err.errno not in _FILESYSTEM_ERRORS:
+                raise
+            # a write path without its own message (a plot, a report, generated data): the file and the cause
+            where = f"{err.filename}: " if err.filename else ""
+            err_console.print(f"[bold red]error:[/] {escape(where + (err.strerror or str(err)))}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: errors of the filesystem that the user fixes (space, permissions, names), not bugs
+_FILESYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+                      errno.ENOTDIR, errno.EISDIR, errno.EIO}
+
+
+def path_value(value: Any) -> Path:
+    """The ``parser`` of every path option and argument: an empty string is refused (``Path("")`` would be
+    the working directory, and ``--out ''`` would silently mean ``.``)."""
+    if isinstance(value, Path):  # a default
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("empty; give a path")
+    return Path(value)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,6 +1,8 @@
-"""Ctrl-C and SIGTERM during a long command: the first asks the work to stop cleanly at the next batch
-(a :class:`threading.Event` the library checks), the second stops at once (``KeyboardInterrupt``, which
-still ends every run it crosses); :func:`exit_code` is 130 for SIGINT, 143 for SIGTERM."""
+"""Ctrl-C, SIGTERM and SIGHUP (a closed terminal or SSH session) during a long command: the first asks the
+work to stop cleanly at the next batch (a :class:`threading.Event` the library checks), the second stops
+at once (``KeyboardInterrupt``, which still ends every run it crosses); :func:`exit_code` is 130 for
+SIGINT, 143 for SIGTERM, 129 for SIGHUP.  The handlers are installed whatever the inherited disposition
+(a background job of a non-interactive shell starts with SIGINT ignored)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 
 __all__ = ["exit_code", "stop_on_signals"]
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextlib.contextmanager
@@ -38,5 +40,5 @@ def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
 
 
 def exit_code(received: list[int]) -> int:
-    """128 + the first signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    """128 + the first signal (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
     return 128 + int(received[0]) if received else 130

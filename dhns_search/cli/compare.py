@@ -9,14 +9,14 @@ from typing import Annotated
 
 import typer
 
-from dhns_search.cli._app import app, cli_errors, console, echo_err
+from dhns_search.cli._app import app, cli_errors, console, echo_err, path_value
 
 
 @app.command("compare")
 @cli_errors
 def compare_command(
-    ablation: Annotated[Path, typer.Argument(help="Ablation file (see ablations/*.yaml).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default comparisons/<file stem>).")] = None,
+    ablation: Annotated[Path, typer.Argument(help="Ablation file (see ablations/*.yaml).", parser=path_value)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=path_value, help="Output folder (default comparisons/<file stem>).")] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds 0..N-1 instead of the file's.")] = None,
     arms: Annotated[str | None, typer.Option("--arms", help="Comma-separated subset of arms (the reference is always run).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override for every arm, e.g. model.dim=128.")] = None,
@@ -33,6 +33,10 @@ def compare_command(
     from dhns_search.cli._signals import exit_code, stop_on_signals
     from dhns_search.training.loop import TrainingInterrupted
 
+    if arms is not None and not [a for a in arms.split(",") if a.strip()]:
+        from dhns_search.errors import ConfigError
+
+        raise ConfigError("--arms: empty; give arm names (comma-separated), or leave --arms out for every arm")
     command = "dhns-search " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def on_start(record, resumed: bool) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dhns_search.cli._app import app, cli_errors, console, echo_err, err_console
+from dhns_search.cli._app import app, cli_errors, console, echo_err, err_console, path_value
 from dhns_search.config.io import validate_model
 from dhns_search.config.models import SynthConfig
 from dhns_search.errors import DataError
@@ -25,7 +25,7 @@ app.add_typer(features_app, name="features")
 _D = SynthConfig()  # option defaults come from the configuration model
 
 DatasetDir = Annotated[
-    Path, typer.Argument(help="Dataset directory in the OpenKE layout.", show_default=False)
+    Path, typer.Argument(help="Dataset directory in the OpenKE layout.", show_default=False, parser=path_value)
 ]
 
 
@@ -107,7 +107,7 @@ def check(path: DatasetDir) -> None:
 @cli_errors
 def synth(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Directory to write the graph to.", show_default=False)
+        Path, typer.Option("--out", "-o", help="Directory to write the graph to.", show_default=False, parser=path_value)
     ],
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed writes the same bytes.")] = _D.seed,
     entities: Annotated[int, typer.Option(help="Number of entities.")] = _D.num_entities,
@@ -157,13 +157,14 @@ def text(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Output .npy file (default: DIR/features/textual.npy).", show_default=False
+            "--out", "-o", help="Output .npy file (default: DIR/features/textual.npy).", show_default=False,
+            parser=path_value,
         ),
     ] = None,
     names: Annotated[
         Path | None,
         typer.Option("--names", help="Names file, one 'id<TAB>name' per line (needed for Wikidata ids).",
-                     show_default=False),
+                     show_default=False, parser=path_value),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Names encoded per batch.")] = 128,
     device: Annotated[str, typer.Option("--device", help="Torch device of the encoder (cpu, cuda).")] = "cpu",

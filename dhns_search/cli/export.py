@@ -29,7 +29,7 @@ def export_command(
         "<study>-trial<N>.yaml into (default exports/); a file with --top K gets the rank added before "
         "the suffix.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a file given with --out that exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an export file that exists (the default one or --out).")] = False,
     where: Annotated[list[str] | None, typer.Option(
         "--where", help="Only trials whose parameter has this value, NAME=VALUE (repeatable), e.g. "
         "--where dhns.enabled=false for a campaign's best uniform trial.", show_default=False)] = None,

@@ -2,6 +2,10 @@
 current epoch and last validation value, then finished ones), and a log filter that keeps Optuna from
 printing a traceback for an expected trial failure.
 
+Also :func:`details_log`: what the tracking store's client logs when it fails (MLflow's error records
+with their tracebacks, SQLAlchemy's statements, urllib3's retries) goes to a log file instead of the
+terminal, which gets one message.
+
 Imported by the ``run`` command only when it runs (it loads optuna).
 """
 
@@ -14,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,7 +35,7 @@ from dhns_search.search.queries import best_trial, primary_value, violation_text
 from dhns_search.search.runner import PreparedRun
 from dhns_search.search.targets import ObjectiveSpec, is_feasible, primary_index
 
-__all__ = ["LiveTable", "quiet_failed_trials"]
+__all__ = ["DetailsLog", "LiveTable", "details_log", "quiet_failed_trials"]
 
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "INFEASIBLE": "magenta", "RUNNING": "cyan"}
 
@@ -225,3 +230,63 @@ def quiet_failed_trials() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(flt)
+
+
+#: loggers of the tracking store's client whose failures the command sums up in one message
+_STORE_LOGGERS = ("mlflow", "urllib3", "sqlalchemy", "alembic")
+
+
+class DetailsLog(logging.FileHandler):
+    """The log file of :func:`details_log`: created at its first record; ``written`` says whether it was.
+    A file that cannot be written (the full disk that failed the store) is given up quietly."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, delay=True, encoding="utf-8")
+        self.path = path
+        self.written = False
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return
+        super().emit(record)
+        self.written = self.written or self.path.is_file()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
+class _OnlyInTheLog(logging.Filter):
+    """On the terminal's handlers: drop the store client's errors and tracebacks (they are in the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR and not record.exc_info
+
+
+@contextlib.contextmanager
+def details_log(path: Path) -> Iterator[DetailsLog]:
+    """While the block runs, the tracking store's client logs its warnings and errors (tracebacks included)
+    to ``path``; the terminal keeps its warnings but not its errors, which the command's one message sums up."""
+    handler = DetailsLog(path)
+    handler.setLevel(logging.WARNING)
+    quiet = _OnlyInTheLog()
+    loggers = [logging.getLogger(name) for name in _STORE_LOGGERS]
+    propagate = [logger.propagate for logger in loggers]
+    terminal = [h for logger in loggers for h in logger.handlers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        if logger.name != "mlflow":  # to the log only (the root logger would print urllib3's retries)
+            logger.propagate = False
+    for h in terminal:
+        h.addFilter(quiet)
+    try:
+        yield handler
+    finally:
+        for h in terminal:
+            h.removeFilter(quiet)
+        for logger, before in zip(loggers, propagate):
+            logger.removeHandler(handler)
+            logger.propagate = before
+        handler.close()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dhns_search.cli._app import app, cli_errors, console, err_console
+from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
 from dhns_search.cli._format import params_text
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.space.encoding import format_cell
@@ -30,7 +30,7 @@ CPU_HOURS_HELP = (
 @app.command("run")
 @cli_errors
 def run_command(
-    space: Annotated[Path, typer.Option("--space", help="Search space YAML.")] = _D.space,
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML.", parser=path_value)] = _D.space,
     study: Annotated[str | None, typer.Option(
         "--study", help="Study name (default: the space file's stem); an existing study is continued.")] = _D.study,
     n_trials: Annotated[int | None, typer.Option(
@@ -87,7 +87,7 @@ def run_command(
         "--max-trials-per-worker", help="Trials of each worker process at most (--n-trials is the study's "
         "total).", show_default=False)] = _D.max_trials_per_worker,
     work_dir: Annotated[Path, typer.Option(
-        "--work-dir", help="Where trials checkpoint (a folder per study and trial); the retry of a trial whose "
+        "--work-dir", parser=path_value, help="Where trials checkpoint (a folder per study and trial); the retry of a trial whose "
         "worker died continues from there. Several machines: a shared filesystem path.")] = _D.work_dir,
     enqueue: Annotated[list[str] | None, typer.Option(
         "--enqueue", help="Warm start: a config YAML, preset:NAME, or a mapping of parameter values "
@@ -134,7 +134,7 @@ def worker_command(
     max_trials_per_worker: Annotated[int | None, typer.Option(
         "--max-trials-per-worker", help="Trials of each worker process at most.", show_default=False)] = None,
     work_dir: Annotated[Path, typer.Option(
-        "--work-dir", help="Where trials checkpoint (a shared filesystem path, the same for every machine, "
+        "--work-dir", parser=path_value, help="Where trials checkpoint (a shared filesystem path, the same for every machine, "
         "so that a retry finds the checkpoint of a trial whose machine died).")] = _D.work_dir,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="torch threads of this worker (default: torch's).", show_default=False)] = None,
@@ -159,13 +159,15 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: 
     from dataclasses import replace
 
     from dhns_search.cli._signals import exit_code, stop_on_signals
-    from dhns_search.cli.live import LiveTable, quiet_failed_trials
+    from dhns_search.cli.live import LiveTable, details_log, quiet_failed_trials
+    from dhns_search.errors import TrackingError
     from dhns_search.search.continuation import joined_options
     from dhns_search.search.runner import StudyInterrupted, run_study
     from dhns_search.search.workers import announce_ready, run_workers, worker_slots
 
     slots = worker_slots(options)
-    with quiet_failed_trials(), stop_on_signals() as (stop, received):
+    log_path = options.work_dir / "logs" / f"{study_name}.log"
+    with quiet_failed_trials(), details_log(log_path) as details, stop_on_signals() as (stop, received):
         announce_ready()  # a worker of run --workers: from now on a signal is a stop request
         try:
             if len(slots) > 1:
@@ -174,6 +176,10 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: 
             else:
                 one = replace(options, device=slots[0]) if options.devices else options
                 summary = run_study(one, console=console, monitor=LiveTable(console, enabled=live), stop=stop)
+        except TrackingError as err:  # one message; what the store's client said is in the log
+            if details.written:
+                raise TrackingError(f"{err} (details: {log_path})") from None
+            raise
         except (StudyInterrupted, KeyboardInterrupt) as err:
             name = err.summary.study if isinstance(err, StudyInterrupted) else study_name
             if report:
@@ -205,7 +211,7 @@ def _print_summary(summary, *, explicit_storage: bool) -> None:
     if summary.stopped and summary.stopped.startswith("CPU budget met"):
         console.print(f"the study's {summary.stopped} (--cpu-hours); give a larger --cpu-hours to run more",
                       highlight=False)
-    if not summary.parent_ended:
+    if not summary.parent_ended and "artifacts" not in summary.plots_skipped:
         console.print("other workers are still running trials of this study; the last one to finish ends the "
                       "MLflow parent run", highlight=False)
     if summary.n_infeasible:

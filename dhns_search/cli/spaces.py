@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dhns_search.cli._app import app, cli_errors, console
+from dhns_search.cli._app import app, cli_errors, console, path_value
 
 spaces_app = typer.Typer(help="Check and show search spaces (spaces/*.yaml).", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
@@ -18,7 +18,7 @@ app.add_typer(spaces_app, name="spaces")
 @spaces_app.command("validate")
 @cli_errors
 def spaces_validate(
-    files: Annotated[list[Path], typer.Argument(help="Space files.", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="Space files.", show_default=False, parser=path_value)],
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", "-s", help="Dotted overrides to check with base + fixed.")] = None,
 ) -> None:
@@ -34,7 +34,7 @@ def spaces_validate(
 
 @spaces_app.command("show")
 @cli_errors
-def spaces_show(file: Annotated[Path, typer.Argument(help="Space file.", show_default=False)]) -> None:
+def spaces_show(file: Annotated[Path, typer.Argument(help="Space file.", show_default=False, parser=path_value)]) -> None:
     """Show a space's parameters in sampling order."""
     from dhns_search.search.space import format_value, load_space
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dhns_search.cli._app import app, cli_errors, console
+from dhns_search.cli._app import app, cli_errors, console, path_value
 from dhns_search.cli._format import params_text, short_names
 from dhns_search.search.options import DEFAULT_TOP
 
@@ -28,7 +28,7 @@ def status_command(
         "--storage", help="Optuna storage URL (default: every studies/*.db).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Trials shown in the leaderboard.")] = DEFAULT_TOP,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Also write a PNG: the Pareto front of a multi-objective study (knee starred, infeasible "
+        "--plot", parser=path_value, help="Also write a PNG: the Pareto front of a multi-objective study (knee starred, infeasible "
         "trials crossed), the optimisation history of a single-objective one.", show_default=False)] = None,
 ) -> None:
     """List studies, or show one study's leaderboard (and the Pareto front of a multi-objective study)."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from dhns_search.cli._app import app, cli_errors, console, err_console
-from dhns_search.errors import ConfigError
+from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
+from dhns_search.errors import ConfigError, TrackingError, WriteError
 
 _SHOWN = [
     "mrr_realistic_filtered",
@@ -32,12 +34,12 @@ def _cell(summary, split: str, key: str, seeds: int) -> str:
 @app.command("train")
 @cli_errors
 def train_command(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Training config YAML (e.g. an export).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", parser=path_value, help="Training config YAML (e.g. an export).")] = None,
     preset: Annotated[str | None, typer.Option("--preset", "-p", help="A shipped preset (see --list-presets).")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Dataset directory (sets data.path).")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="Dotted override, e.g. train.lr=0.001.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train N seeds and report mean and std.")] = 1,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<name>-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", parser=path_value, help="Run folder (default runs/<name>-<time>).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (sets device).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
         "--tracking-uri", help="Log the runs to this MLflow store (one per seed, and a summary run with --seeds "
@@ -46,7 +48,7 @@ def train_command(
     list_presets: Annotated[bool, typer.Option("--list-presets", help="List the shipped presets and exit.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the run in an existing --out folder.")] = False,
     resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Continue an interrupted run from its folder (its config.yaml and checkpoint.pt); "
+        "--resume", parser=path_value, help="Continue an interrupted run from its folder (its config.yaml and checkpoint.pt); "
         "Ctrl-C or SIGTERM stops it at the next batch, checkpointed.", show_default=False)] = None,
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
@@ -64,13 +66,14 @@ def train_command(
                               "--preset, --set, --data, --device, --out or --seeds)")
         _resume(resume)
         return
+    _check_strings(preset=preset, data=data, device=device, tracking_uri=tracking_uri)
     if out is not None:
         _check_out(out, force)
     if config is None and preset is None:
         raise ConfigError("give --config FILE or --preset NAME (see --list-presets)")
     extra = list(overrides or [])
-    if data is not None:
-        extra.append(f"data.path={data}")
+    if data is not None:  # a string as typed (--data null is a folder named null, not YAML's null)
+        extra.append(f"data.path={json.dumps(data)}")
     if device is not None:
         extra.append(f"device={device}")
     cfg = load_config(config, preset=preset, overrides=extra)
@@ -78,7 +81,22 @@ def train_command(
     out_dir = out or default_run_dir("runs", name)
     console.print(f"training [bold]{name}[/] ({cfg.model.scorer}, dhns={'on' if cfg.dhns.enabled else 'off'}, "
                   f"seed {cfg.seed}{f' +{seeds - 1}' if seeds > 1 else ''}) -> {out_dir}")
-    summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
+    existed = out_dir.exists()
+    try:
+        summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
+    except WriteError as err:
+        raise _write_failed(err, out_dir, created=not existed) from None
+    except Exception as err:
+        from dhns_search.search.objective import is_tracking_failure, tracking_reason
+        from dhns_search.search.replay import tracking_target
+
+        if not is_tracking_failure(err):
+            raise
+        again = "run the same command again"
+        if out_dir.is_dir():
+            again = f"the run folder {out_dir} holds what was trained; run the same command with --force"
+        raise TrackingError(f"{tracking_reason(err, tracking_target(cfg, tracking_uri))}; {again} once the store "
+                            "answers, or give --tracking-uri none") from None
 
     title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
     table = Table(title=title)
@@ -97,11 +115,45 @@ def train_command(
                       highlight=False, soft_wrap=True)
 
 
+def _write_failed(err: WriteError, out_dir: Path, *, created: bool) -> WriteError:
+    """A run that could not write its folder (a full disk ...): the message says how to go on.  A run that
+    checkpointed continues with --resume; one that did not leaves nothing behind, so the same command
+    starts it again."""
+    from dhns_search.training.checkpoint import CHECKPOINT
+
+    folder = Path(str(err.path)).parent  # the run's folder (a seed's, with --seeds N)
+    if (folder / CHECKPOINT).is_file():
+        return WriteError(err.path, f"{err.reason}; the run is checkpointed: continue it with dhns-search train "
+                          f"--resume {folder} once there is space")
+    for name in ("config.yaml", "metrics.json"):  # what the run wrote before its first checkpoint
+        (folder / name).unlink(missing_ok=True)
+    for empty in (folder, out_dir) if created else (folder,):
+        if empty.is_dir() and not any(empty.iterdir()):
+            empty.rmdir()
+    if out_dir.is_dir() and any(out_dir.iterdir()):  # --seeds N: the seeds that finished are kept
+        return WriteError(err.path, f"{err.reason}; the seeds that finished are in {out_dir}: run the same command "
+                          "with --force once there is space")
+    return WriteError(err.path, f"{err.reason}; nothing was kept: run the same command again once there is space")
+
+
 def _reproduction(summary, cfg) -> None:
     if summary.reproduction is not None:
         expected, got = summary.reproduction
         verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
         console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
+
+
+def _check_strings(*, preset: str | None, data: str | None, device: str | None, tracking_uri: str | None) -> None:
+    """Options given empty (or impossible) are refused before anything is read or written."""
+    if preset is not None and not preset.strip():
+        raise ConfigError("--preset: empty; give a preset name (see --list-presets)")
+    if data is not None and not data.strip():
+        raise ConfigError("--data: empty; give a dataset folder, or leave --data out for the config's data.path "
+                          "(null there is the embedded synthetic graph)")
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
+    if tracking_uri is not None and not tracking_uri.strip():
+        raise ConfigError("--tracking-uri: empty; give an MLflow tracking URI, or none to log nothing")
 
 
 #: what a run folder holds (train, and a seed-N folder each with --seeds N)
@@ -140,6 +192,9 @@ def _resume(folder: Path) -> None:
     with stop_on_signals() as (stop, received):
         try:
             result = train(cfg, run_dir=folder, resume=True, stop=stop)
+        except WriteError as err:
+            raise WriteError(err.path, f"{err.reason}; the run keeps its last checkpoint: continue it with "
+                             f"dhns-search train --resume {folder} once there is space") from None
         except (TrainingInterrupted, KeyboardInterrupt):
             err_console.print(f"[yellow]interrupted[/]; continue with: dhns-search train --resume {folder}",
                               highlight=False, soft_wrap=True)

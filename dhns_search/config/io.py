@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import re
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -283,18 +285,61 @@ def write_yaml(data: Any, path: str | Path) -> Path:
     return atomic_write_text(path, dump_yaml(data))
 
 
+#: patterns of string fields, as the user reads them
+_PATTERNS = {r"^(auto|cpu|cuda(:[0-9]+)?)$": "auto, cpu, cuda or cuda:N"}
+#: a union member in an error's location (``literal['auto']``, ``dict[str,str]``): never a field name
+_UNION_TAG = re.compile(r"^(?:[a-z_-]+\[.*\]|int|float|str|bool|none)$")
+
+
+def _union_member(tag: str) -> str:
+    """A union member's tag as words: ``literal['auto']`` -> ``'auto'``, ``dict[str,str]`` -> ``a mapping``."""
+    if tag.startswith("literal["):
+        return " or ".join(v.strip() for v in tag[len("literal[") : -1].split(","))
+    words = {"dict": "a mapping", "list": "a list", "int": "an integer", "float": "a number", "str": "a string",
+             "bool": "true or false", "none": "null"}
+    return words.get(tag.split("[", 1)[0], tag)
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One message naming every bad key path, e.g. ``train.lr: Input should be a valid number``."""
+    """One message naming every bad key path, e.g. ``train.lr: Input should be a valid number``.
+
+    A value that fits no member of a union field (``data.features: none``) is one line saying what the
+    field takes, not one line per member with pydantic's tags; a mapping or list given to a field that
+    takes one is reported at its bad item (``data.features.visual: Input should be a valid string``)."""
     lines = [f"{source}: invalid configuration"]
+    unions: dict[str, dict[str, Any]] = {}
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"  {loc}: {msg}")
+        parts = [str(p) for p in e["loc"]]
+        tag = next((i for i, p in enumerate(parts) if _UNION_TAG.match(p)), None)
+        if tag is not None and tag > 0:
+            union = unions.setdefault(".".join(parts[:tag]), {"members": [], "inner": [], "input": None})
+            if parts[tag] not in union["members"]:
+                union["members"].append(parts[tag])
+            if len(parts) > tag + 1:  # inside the value: the member fits its kind, an item does not
+                union["inner"].append(_error_line(".".join(parts[:tag] + parts[tag + 1 :]), e))
+            else:
+                union["input"] = e.get("input")
+            continue
+        lines.append(_error_line(".".join(parts) or "(top level)", e))
+    for field, union in unions.items():
+        if union["inner"]:
+            lines += union["inner"]
+            continue
+        value = union["input"]
+        got = f" (got {value!r})" if not isinstance(value, dict) else ""
+        lines.append(f"  {field}: should be {' or '.join(_union_member(m) for m in union['members'])}{got}")
     return "\n".join(lines)
+
+
+def _error_line(loc: str, e: Any) -> str:
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "string_pattern_mismatch" and e.get("ctx", {}).get("pattern") in _PATTERNS:
+        msg = f"should be {_PATTERNS[e['ctx']['pattern']]}"
+    if e["type"] not in ("extra_forbidden", "missing") and "input" in e and not isinstance(e["input"], dict):
+        msg = f"{msg} (got {e['input']!r})"
+    return f"  {loc}: {msg}"
 
 
 def validate_model(cls: type[M], data: Any, source: str) -> M:
@@ -345,11 +390,66 @@ def get_dotted(data: dict, path: str) -> Any:
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """``data`` with the dotted ``--set`` overrides applied.  A list-valued field also takes the
+    comma-separated form of the search spaces (``dhns.levels=0,0.5``, ``dhns.modalities=structural,visual``;
+    ``""`` is the empty list), as well as a YAML list (``[0, 0.5]``)."""
     data = copy.deepcopy(data) if data else {}
     for item in overrides or []:
         path, value = parse_override(item)
+        item_type = list_item_type(path)
+        if item_type is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = decode_list(str(value), item_type, f"override {'.'.join(path)}")
         set_dotted(data, path, value, f"override {item!r}")
     return data
+
+
+def list_item_type(path: list[str]) -> Any:
+    """The item type of the list-valued :class:`RunConfig` field at ``path``; None for any other path."""
+    model: Any = RunConfig
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = next((a for a in _union_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     None)
+    for arg in _union_args(annotation):
+        if typing.get_origin(arg) is list:
+            return (typing.get_args(arg) or (Any,))[0]
+    return None
+
+
+def _union_args(annotation: Any) -> tuple:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def decode_list(text: str, item_type: Any, where: str = "value") -> list:
+    """``"0,0.1"`` -> ``[0.0, 0.1]`` for ``item_type`` float: the comma-separated form of a list value
+    (blanks around items ignored, ``""`` the empty list).  A bad item raises :class:`ConfigError`."""
+    if text.strip() == "":
+        return []
+    out: list = []
+    for raw in text.split(","):
+        item = raw.strip()
+        try:
+            if item_type is float:
+                out.append(float(item))
+            elif item_type is int:
+                out.append(int(item))
+            elif item_type is bool:
+                if item.lower() not in ("true", "false"):
+                    raise ValueError(item)
+                out.append(item.lower() == "true")
+            else:
+                out.append(item)
+        except ValueError:
+            name = item_type.__name__ if isinstance(item_type, type) else str(item_type)
+            raise ConfigError(f"{where}: {item!r} in {text!r} is not a {name} "
+                              "(list values are comma-separated, e.g. \"0,0.1,0.25\")") from None
+    return out
 
 
 def deep_merge(base: dict, extra: dict) -> dict:

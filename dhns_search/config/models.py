@@ -23,12 +23,31 @@ ScorerName = Literal[SCORER_NAMES]  # type: ignore[valid-type]  # Literal[("a", 
 #: The three semantic spaces of DHNS.  ``structural`` is the learned embedding table; the other
 #: names refer to feature tables of the dataset (any named table can be used).
 STRUCTURAL = "structural"
+#: the feature tables the datasets of the paper have (a table of another name may be used too)
+STANDARD_MODALITIES = ("visual", "textual")
+
+
+def _check_modality_names(names: list[str] | None) -> list[str] | None:
+    """Refuse a name that is not a standard modality but close to one (``visiual``, ``Visual``): tables
+    are matched by exact name, so a misspelt level would silently be left out."""
+    import difflib
+
+    for name in names or []:
+        known = (STRUCTURAL, *STANDARD_MODALITIES)
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.75)
+        if close:
+            raise ValueError(f"{name!r} is not a modality; did you mean {close[0]!r}? (modalities are matched by "
+                             f"exact name: {', '.join(known)}, or the name of another feature table)")
+    return names
 
 
 class StrictModel(BaseModel):
-    """Base: unknown keys rejected, no silent type coercion, defaults validated too."""
+    """Base: unknown keys rejected, no silent type coercion, floats finite, defaults validated too."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, validate_assignment=True,
+                              allow_inf_nan=False)  # no knob takes an infinite value: .inf fails at epoch 1
 
 
 class SynthConfig(StrictModel):
@@ -64,6 +83,11 @@ class DataConfig(StrictModel):
         default_factory=dict,
         description="name -> width of a feature table with every row missing (a modality marked missing)",
     )
+
+    @field_validator("modalities")
+    @classmethod
+    def _modality_names(cls, v: list[str] | None) -> list[str] | None:
+        return _check_modality_names(v)
 
 
 class ModelConfig(StrictModel):
@@ -235,6 +259,11 @@ class DHNSConfig(StrictModel):
                 raise ValueError("give kgc_diffusion_weight only (detach_inputs is its old on/off form)")
             data["kgc_diffusion_weight"] = 0.0 if legacy else 1.0
         return data
+
+    @field_validator("modalities")
+    @classmethod
+    def _modality_names(cls, v: list[str]) -> list[str]:
+        return _check_modality_names(v) or []
 
     @field_validator("levels")
     @classmethod

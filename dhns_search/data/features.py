@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from dhns_search.config.io import binary_kind, not_a_file_reason
+from dhns_search.config.models import STANDARD_MODALITIES  # looked for as <anything>-<name>.{pth,pt,npy}
 from dhns_search.errors import DataError
 
-#: Modality names looked for as ``<anything>-<name>.{pth,pt,npy}`` beside the OpenKE files.
-STANDARD_MODALITIES = ("visual", "textual")
 FEATURE_SUFFIXES = (".npy", ".pth", ".pt")
 FEATURE_DIR = "features"
 
@@ -174,7 +173,11 @@ def published_name(path: Path) -> str | None:
 def _pick_from_dict(obj: dict, name: str, label: str) -> torch.Tensor:
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if len(obj) == 1 and len(tensors) == 1:
-        return next(iter(tensors.values()))
+        (key, tensor), = tensors.items()
+        if key != name and key in ("structural", *STANDARD_MODALITIES):  # the file of another modality
+            raise DataError(f"{label}: its one tensor is under the key {key!r}, but it is read as the {name!r} "
+                            f"table; check data.features (or name the table {key!r})")
+        return tensor
     if name in tensors:
         return tensors[name]
     if not obj:

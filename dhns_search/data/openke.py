@@ -159,6 +159,10 @@ def _split_header(text: str, label: str, what: str) -> tuple[int, list[str]]:
     # Trailing blank lines are common and harmless; blank lines inside the body are errors (below).
     while body and not body[-1].strip(" \t"):
         body.pop()
+    blank = next((i for i, line in enumerate(body) if not line.strip(" \t")), None)
+    if blank is not None:  # before the count: the count is not what is wrong
+        raise DataError(f"{label} line {blank + 2}: an empty line among the {what}; remove it (only trailing "
+                        "blank lines are allowed)")
     if count != len(body):
         said = f"{count:,}" if count is not None else _shown(first)
         raise DataError(f"{label} line 1: count line says {said} {what} but the file has {len(body):,}")

@@ -12,7 +12,8 @@ at a time), with its heartbeat, its handling of failed trials, and the callbacks
 
 A trial interrupted by a stop request is failed ("interrupted") and queued again from its checkpoint, so
 the next run (or any worker) continues it; a second Ctrl-C (``KeyboardInterrupt``) does the same for the
-trial Optuna has just failed.
+trial Optuna has just failed.  After a stop request no trial starts: the request is checked again once
+the budget lock is held, right before the trial is created (a worker may wait for that lock).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dhns_search.errors import DhnsError
 from dhns_search.search.locks import budget_lock
-from dhns_search.search.objective import TRACKING_FAILED
+from dhns_search.search.objective import TRACKING_FAILED, WRITE_FAILED
 from dhns_search.search.recovery import (
     budget_used,
     cpu_spent,
@@ -74,12 +75,17 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                 done.reason = f"--timeout {timeout:g} s reached"
                 break
             sweep_dead_workers(study)
-            if not _one_trial(study, objective, done, storage_url, n_trials, cpu_hours, engine, catch, callbacks):
+            started = _one_trial(study, objective, done, storage_url, n_trials, cpu_hours, engine, catch, callbacks,
+                                 stop)
+            if started is None:  # a stop request came while this worker waited for the lock
+                done.reason = "interrupted"
+                break
+            if not started:
                 done.reason = "budget met"
                 if cpu_hours is not None and cpu_spent(study) >= cpu_hours * 3600.0:
                     done.reason = f"CPU budget met ({cpu_spent(study) / 3600.0:.2f} of {cpu_hours:g} CPU-hours)"
                 break
-    except (KeyboardInterrupt, DhnsError):  # a second Ctrl-C, a failing store: queue the trial again
+    except (KeyboardInterrupt, DhnsError):  # a second Ctrl-C, a failing store or disk: queue the trial again
         _requeue_interrupted(study, done.trials[-1:])
         raise
     if done.interrupted:
@@ -89,10 +95,13 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
 
 def _one_trial(study: optuna.Study, objective: Callable[[optuna.Trial], Any], done: WorkerRun, storage_url: str,
                n_trials: int | None, cpu_hours: float | None, engine: Any, catch: tuple[type[Exception], ...],
-               callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]]) -> bool:
-    """Start one trial unless the budget is met (False then)."""
+               callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]],
+               stop: threading.Event | None = None) -> bool | None:
+    """Start one trial unless the budget is met (False then) or a stop was requested (None then)."""
     with contextlib.ExitStack() as held:
         held.enter_context(budget_lock(storage_url, study.study_name, engine=engine))
+        if stop is not None and stop.is_set():  # asked while waiting for the lock: start nothing
+            return None
         if n_trials is not None and budget_used(study) >= n_trials:
             return False
         if cpu_hours is not None and cpu_spent(study) >= cpu_hours * 3600.0:
@@ -116,5 +125,5 @@ def _requeue_interrupted(study: optuna.Study, numbers: Sequence[int]) -> None:
     for t in trials:
         reason = str(t.user_attrs.get("fail_reason", ""))
         if t.number in numbers and t.state == TrialState.FAIL and t.number not in retried and (
-                reason in (INTERRUPTED, "KeyboardInterrupt") or reason.startswith(TRACKING_FAILED)):
+                reason in (INTERRUPTED, "KeyboardInterrupt") or reason.startswith((TRACKING_FAILED, WRITE_FAILED))):
             retry_trial(study, t)

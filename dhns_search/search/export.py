@@ -126,10 +126,13 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
     ``out`` None: ``exports/<study>-trial<N>.yaml``.  ``out`` an existing directory or a path ending in
     ``/``: ``<out>/<study>-trial<N>.yaml``.  Otherwise, with one trial that exact file; with
     ``top`` > 1 the rank is added before the suffix (``best.yaml`` -> ``best-1.yaml``, ``best-2.yaml``).
-    A file given with ``out`` that exists already is refused (nothing written) unless ``force``.
+    A file that exists already (given with ``out`` or the default one) is refused, nothing written, unless
+    ``force``.
     ``where`` (parameter name -> value) keeps only the trials with those values, e.g. the best trial with
     ``dhns.enabled`` false (:func:`~dhns_search.search.queries.completed_where`).
     """
+    if out is not None and not str(out).strip():
+        raise StudyError("--out: empty; give a file or a folder, or leave --out out for exports/")
     if top is not None and top < 1:
         raise StudyError(f"--top must be at least 1 (got {top})")
     if pick is not None and top is not None:
@@ -151,7 +154,7 @@ def export_trials(study: optuna.Study, *, top: int | None = None, out: str | Pat
             raise StudyError(no_trial_message(study))
     targets = [_target(study.study_name, trial, out, rank, top != 1) for rank, trial in enumerate(chosen, start=1)]
     taken = [str(p) for p in targets if p.exists()]
-    if out is not None and taken and not force:
+    if taken and not force:  # the default exports/ file too: it may have been edited since
         raise StudyError(f"{', '.join(taken)} exists already; give another --out, or --force to replace it")
     written = []
     for trial, target in zip(chosen, targets):
@@ -167,5 +170,7 @@ def export_best(study_name: str, *, storage: str | None = None, top: int | None 
     (or the trial ``pick`` chooses; see :func:`export_trials`)."""
     if isinstance(pick, str):
         pick = pareto.parse_pick(pick)  # a bad --pick is reported before the study is opened
+    if out is not None and not str(out).strip():
+        raise StudyError("--out: empty; give a file or a folder, or leave --out out for exports/")
     study, _ = open_study(study_name, storage)
     return export_trials(study, top=top, out=out, pick=pick, force=force, where=where)

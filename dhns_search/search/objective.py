@@ -26,6 +26,9 @@ Outcomes:
   ...) or running out of memory (``torch.cuda.OutOfMemoryError``, or the CPU allocator's out-of-memory
   ``RuntimeError``) becomes :class:`TrialFailed`, which the study catches: the trial is FAIL with user
   attr ``fail_reason`` and the study goes on;
+- a file the trial could not write (:class:`~dhns_search.errors.WriteError`: a full or read-only work
+  directory) and a failing tracking store stop the study with one message: the trial is FAIL, keeps its
+  checkpoint and is queued again, so the same command continues it once the cause is fixed;
 - anything else (a shape mismatch in the trainer, a ``KeyError`` ...) is a bug: the trial is FAIL with its
   ``fail_reason``, and the exception propagates, so the study stops with the traceback.
 
@@ -48,7 +51,7 @@ import torch
 
 from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import DhnsError, TrackingError
+from dhns_search.errors import DhnsError, TrackingError, WriteError
 from dhns_search.search import trial_data
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
@@ -56,13 +59,14 @@ from dhns_search.search.space import SearchSpace, flatten_config, suggest
 from dhns_search.search.space.encoding import format_value, short_values
 from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
 from dhns_search.search.trial_folder import INTERRUPTED, TrialFolder
+from dhns_search.search.urls import display_url
 from dhns_search.training import StopTraining, train
 from dhns_search.training.loop import TrainingInterrupted
 
 if TYPE_CHECKING:
     from dhns_search.search.tracking import MlflowBridge, TrialRun
 
-__all__ = ["TRACKING_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
+__all__ = ["TRACKING_FAILED", "WRITE_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
            "is_trial_failure"]
 
 #: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch)
@@ -90,6 +94,9 @@ def is_trial_failure(err: BaseException) -> bool:
 
 #: how the fail reason of a trial stopped by a failing tracking store begins (it is queued again)
 TRACKING_FAILED = "the tracking store failed"
+#: how the fail reason of a trial stopped by a file it could not write begins (a full or read-only work
+#: directory: it is queued again, and the study stops rather than fail every trial the same way)
+WRITE_FAILED = "a file could not be written"
 
 
 def is_tracking_failure(err: BaseException) -> bool:
@@ -100,15 +107,36 @@ def is_tracking_failure(err: BaseException) -> bool:
     return isinstance(err, (MlflowException, RequestException))
 
 
-def tracking_reason(err: BaseException) -> str:
-    first = (str(err).strip().splitlines() or [""])[0][:300]
-    return f"{TRACKING_FAILED} ({type(err).__name__}: {first})"
+#: lines of a database error that say where it happened, not what: SQLAlchemy's notes, the statement
+_NOT_THE_CAUSE = ("(raised as a result of Query-invoked autoflush", "[SQL:", "[parameters:", "(Background on this")
 
 
-def _tracking_error(number: int, err: BaseException) -> TrackingError:
-    return TrackingError(f"{tracking_reason(err)} during trial {number}. The study is consistent: trial {number} "
-                         "is failed and queued again (it resumes from its checkpoint); run the same command again "
-                         "once the store answers")
+def tracking_cause(err: BaseException) -> str:
+    """What went wrong with the store, in one line: the first line of the error (or of what it was raised
+    from) that is not one of SQLAlchemy's notes (``Query-invoked autoflush``, the SQL, its parameters)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for line in str(current).splitlines():
+            line = line.strip()
+            if line and not line.startswith(_NOT_THE_CAUSE):
+                return line[:300]
+        current = current.__cause__ or current.__context__
+    return type(err).__name__
+
+
+def tracking_reason(err: BaseException, store: str | None = None) -> str:
+    """``the tracking store failed (Error: cause)`` (the trial's ``fail_reason``); with ``store``, the
+    message names it: ``the tracking store URI failed (...)``."""
+    failed = TRACKING_FAILED if store is None else f"the tracking store {display_url(store)} failed"
+    return f"{failed} ({type(err).__name__}: {tracking_cause(err)})"
+
+
+def _tracking_error(number: int, err: BaseException, store: str | None) -> TrackingError:
+    return TrackingError(f"{tracking_reason(err, store)} during trial {number}. The study is consistent: trial "
+                         f"{number} is failed and queued again (it resumes from its checkpoint); run the same "
+                         "command again once the store answers")
 
 
 class TrialCallback:
@@ -252,7 +280,7 @@ class Objective:
             if not is_tracking_failure(err):
                 raise
             trial.set_user_attr("fail_reason", tracking_reason(err))
-            raise _tracking_error(trial.number, err) from None
+            raise _tracking_error(trial.number, err, self._store) from None
         out = _Outcome(folder=folder)
         try:
             return self._train(trial, sampled, data, run, out)
@@ -276,7 +304,13 @@ class Objective:
             if is_tracking_failure(err):  # the study stops; this trial is queued again (its checkpoint kept)
                 out.state, out.reason, out.store_failed = "INTERRUPTED", tracking_reason(err), True
                 trial.set_user_attr("fail_reason", out.reason)
-                raise _tracking_error(trial.number, err) from None
+                raise _tracking_error(trial.number, err, self._store) from None
+            if isinstance(err, WriteError):  # a full or read-only work directory: every trial would fail
+                out.state, out.reason = "INTERRUPTED", f"{WRITE_FAILED} ({err})"
+                trial.set_user_attr("fail_reason", out.reason)
+                raise WriteError(err.path, f"{err.reason}, during trial {trial.number}. The study is consistent: "
+                                 f"trial {trial.number} is failed and queued again (it resumes from its last "
+                                 "checkpoint); run the same command again once there is space") from None
             if is_trial_failure(err):
                 self._record_failure(trial, run, out)
                 raise TrialFailed(out.reason) from err
@@ -296,8 +330,11 @@ class Objective:
             if run is not None:
                 self._end_run(trial.number, run, out)
 
-    @staticmethod
-    def _end_run(number: int, run: TrialRun, out: _Outcome) -> None:
+    @property
+    def _store(self) -> str | None:
+        return getattr(self.bridge, "tracking_uri", None)
+
+    def _end_run(self, number: int, run: TrialRun, out: _Outcome) -> None:
         """End the trial's MLflow run; a store that fails here stops the study with one message (unless it
         already failed during the trial: that message is on its way)."""
         try:
@@ -306,7 +343,7 @@ class Objective:
             if not is_tracking_failure(err):
                 raise
             if not out.store_failed:
-                raise _tracking_error(number, err) from None
+                raise _tracking_error(number, err, self._store) from None
 
     def _start_run(self, trial: optuna.Trial, sampled: dict[str, Any], data: dict, seed: int,
                    folder: TrialFolder) -> TrialRun | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,7 +64,9 @@ class RetryFromCheckpoint(RetryHeartbeatStaleTrialCallback):
 
 def retry_callback() -> RetryFromCheckpoint:
     """The callback that queues a trial whose worker died again (the storages' heartbeat callback too)."""
-    return RetryFromCheckpoint(max_retry=MAX_RETRY, inherit_intermediate_values=True)
+    with warnings.catch_warnings():  # Optuna marks it experimental (since 2.8): said on every run otherwise
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryFromCheckpoint(max_retry=MAX_RETRY, inherit_intermediate_values=True)
 
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -72,12 +75,16 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (None: no such process, or no /proc)."""
+    """The start time of process ``pid`` in clock ticks since boot (None: no such process, a zombie, or
+    no /proc)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    if fields[0] == "Z":  # it died and its parent has not reaped it yet
+        return None
+    return fields[19] if len(fields) > 19 else None
 
 
 def this_worker() -> dict[str, Any]:
@@ -92,6 +99,8 @@ def _alive(worker: dict[str, Any]) -> bool:
     start = _process_start(pid)
     if start is not None:
         return worker.get("start") in (None, start)
+    if os.path.exists("/proc/self/stat"):  # /proc says it is gone (or a zombie)
+        return False
     try:
         os.kill(pid, 0)  # no /proc (macOS): the pid exists
     except ProcessLookupError:

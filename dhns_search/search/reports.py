@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from dhns_search.errors import StudyError, warn
 from dhns_search.search.options import DEFAULT_TOP
 from dhns_search.search.queries import (
     Front,
@@ -48,9 +49,16 @@ class StudyInfo:
 
 
 def list_studies(storage: str | None = None) -> list[StudyInfo]:
-    """Every study in ``storage`` (default: every ``studies/*.db``)."""
+    """Every study in ``storage`` (default: every ``studies/*.db``); a storage file that cannot be read (say
+    one another program locks) is refused when it is the only one, else a warning."""
     out = []
-    for name, url in known_studies(storage):
+    unreadable: list[str] = []
+    known = known_studies(storage, unreadable)
+    if unreadable and not known:
+        raise StudyError("; ".join(unreadable))
+    for reason in unreadable:
+        warn(reason)
+    for name, url in known:
         study = optuna.load_study(study_name=name, storage=make_storage(url, create=False))
         trials = study.get_trials(deepcopy=False)
         specs = study_objectives(study)

@@ -66,7 +66,7 @@ from dhns_search.search.targets import (
     primary_index,
 )
 from dhns_search.search.tracking import MlflowBridge, StudyDescription, prepare_tracking_uri
-from dhns_search.search.trial_folder import study_work_dir
+from dhns_search.search.trial_folder import check_work_dir, study_work_dir
 from dhns_search.search.urls import default_storage, display_url, sqlite_path
 
 __all__ = ["Monitor", "PreparedRun", "StudyInterrupted", "StudySummary", "attach", "optimise", "prepare",
@@ -213,7 +213,13 @@ def _finish(run: PreparedRun, bridge: MlflowBridge | None, status: str,
     except Exception as err:
         if not is_tracking_failure(err):
             raise
-        return ([], {"artifacts": tracking_reason(err)}), False  # the next run catches up (reconcile)
+        # at least end the parent if the store takes that (no other worker running): not left RUNNING
+        ended = False
+        with contextlib.suppress(Exception):
+            if not running_elsewhere(run.study, done.trials):
+                bridge.end_study(status)
+                ended = True
+        return ([], {"artifacts": tracking_reason(err)}), ended  # the next run catches up (reconcile)
 
 
 def _publish_end(run: PreparedRun, bridge: MlflowBridge, status: str,
@@ -348,10 +354,23 @@ def _check_options(options: RunOptions) -> None:
         make_pruner(options.pruner, options.pruner_startup)
     elif options.pruner_startup is not None:
         make_pruner("median", options.pruner_startup)
+    if options.study is not None:
+        check_study_name(options.study)
     if options.n_trials is not None and options.n_trials < 1:
         raise ConfigError(f"--n-trials must be at least 1 (got {options.n_trials})")
-    if options.timeout is not None and options.timeout <= 0:
-        raise ConfigError(f"--timeout must be positive (got {options.timeout})")
+    if options.max_trials_per_worker is not None and options.max_trials_per_worker < 1:
+        raise ConfigError(f"--max-trials-per-worker must be at least 1 (got {options.max_trials_per_worker})")
+    if options.timeout is not None and not 0 < options.timeout < float("inf"):
+        raise ConfigError(f"--timeout must be a positive number of seconds (got {options.timeout})")
+    if options.storage is not None and not options.storage.strip():
+        raise ConfigError("--storage: empty; give a storage URL, or leave --storage out for "
+                          "sqlite:///studies/studies.db")
+    if options.tracking_uri is not None and not options.tracking_uri.strip():
+        raise ConfigError("--tracking-uri: empty; give an MLflow tracking URI, or none to turn MLflow off")
+    if options.objectives is not None and not options.objectives.strip(" ,"):
+        raise ConfigError("--objective: empty; give one or more objectives (e.g. mrr,epoch_seconds), or leave "
+                          "--objective out for the space's train.metric")
+    check_work_dir(options.work_dir)
     if options.cpu_hours is not None and not 0 < options.cpu_hours < float("inf"):
         raise ConfigError(f"--cpu-hours must be a positive number of hours (got {options.cpu_hours})")
     if options.device is not None and not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", options.device):
@@ -373,6 +392,9 @@ def _check_measurable(specs: Sequence[ObjectiveSpec], caps: dict[str, float], de
 def _enqueue_sources(space: SearchSpace, items: Sequence[str]) -> list[tuple[dict[str, Any], str]]:
     out = []
     for item in items:
+        if not item.strip() or item.strip() == "preset:":
+            raise ConfigError(f"--enqueue: empty{'' if not item.strip() else ' preset name'}; give a config YAML "
+                              "file, preset:NAME, or a YAML file mapping parameter names to values")
         if item.startswith("preset:"):
             data, source = read_preset(item[len("preset:") :]), item
         else:
@@ -454,8 +476,9 @@ def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None,
         except Exception as err:
             if not is_tracking_failure(err):
                 raise
-            raise TrackingError(f"{tracking_reason(err)} after trial {trial.number}. The study is consistent "
-                                "(the trial is recorded); run the same command again once the store answers") from None
+            raise TrackingError(f"{tracking_reason(err, bridge.tracking_uri)} after trial {trial.number}. The study is "
+                                "consistent (the trial is recorded); run the same command again once the store "
+                                "answers") from None
 
     callbacks = [after_trial] if monitor is None else [after_trial, monitor]
     watching = contextlib.nullcontext() if monitor is None else monitor.watch(run)

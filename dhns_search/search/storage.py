@@ -35,8 +35,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SQL_URL = re.compile(r"^(sqlite|postgresql|mysql|oracle|mssql)(\+\w+)?://")
 
 
-def check_study_name(name: str) -> str:
+#: the longest study name: it names files (``studies/<study>.journal``, lock files, the work folder
+#: ``<study>-<uid8>``, exports ``<study>-trial<N>.yaml``), and a file name has at most 255 bytes
+MAX_STUDY_NAME = 100
+
+
+def check_study_name(name: str, option: str = "--study") -> str:
     """``name`` if it can name a study (and its files); :class:`ConfigError` otherwise."""
+    if not name.strip():
+        raise ConfigError(f"{option}: empty; give a study name (letters, digits, '.', '_' and '-')")
+    if len(name) > MAX_STUDY_NAME:
+        raise ConfigError(f"{option}: the study name has {len(name)} characters; at most {MAX_STUDY_NAME} "
+                          "(it names files)")
     if not _NAME.match(name):
         raise ConfigError(f"study name {name!r}: use letters, digits, '.', '_' and '-' (it names files)")
     return name
@@ -179,28 +189,33 @@ def _local_stores(root: Path = DEFAULT_STUDIES_DIR) -> list[str]:
         [f"journal:{p.as_posix()}" for p in sorted(root.glob("*.journal"))]
 
 
-def _names_in(url: str, *, strict: bool = False) -> list[str]:
-    """The study names in ``url``; ``strict``: a storage that cannot be read is an error (else: none)."""
+def _names_in(url: str, *, strict: bool = False, unreadable: list[str] | None = None) -> list[str]:
+    """The study names in ``url``; ``strict``: a storage that cannot be read is an error (else: none, and
+    the reason is added to ``unreadable``)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return optuna.study.get_all_study_names(storage=make_storage(url, create=False))
-    except StudyError:
+    except StudyError as err:
         if strict:
             raise
-        return []
+        reason = str(err)
     except Exception as err:  # noqa: BLE001 - not an Optuna database, or unreachable
+        reason = f"storage {display_url(url)}: {type(err).__name__}: {err}"
         if strict:
-            raise StudyError(f"storage {display_url(url)}: {type(err).__name__}: {err}") from None
-        return []
+            raise StudyError(reason) from None
+    if unreadable is not None and reason not in unreadable:
+        unreadable.append(reason)
+    return []
 
 
-def known_studies(storage: str | None) -> list[tuple[str, str]]:
+def known_studies(storage: str | None, unreadable: list[str] | None = None) -> list[tuple[str, str]]:
     """``(study name, storage URL)`` of every study in ``storage``, or (None) in every ``studies/*.db`` and
-    ``studies/*.journal``."""
+    ``studies/*.journal`` (those that cannot be read, say a file another program locks, are skipped and
+    their reasons added to ``unreadable``)."""
     if storage is not None:
         return [(n, storage) for n in _names_in(storage, strict=True)]
-    return [(n, url) for url in _local_stores() for n in _names_in(url)]
+    return [(n, url) for url in _local_stores() for n in _names_in(url, unreadable=unreadable)]
 
 
 def create_or_load(name: str, storage: optuna.storages.BaseStorage, directions: list[str]) -> optuna.Study:
@@ -222,15 +237,22 @@ def open_study(name: str, storage: str | None = None) -> tuple[optuna.Study, str
     Returns the study and its storage URL; raises :class:`StudyError` naming the known studies when there
     is none of that name.
     """
+    if not name.strip():
+        raise StudyError("the study name is empty; give one (dhns-search status lists the studies)")
+    if storage is not None and not storage.strip():
+        raise StudyError("--storage: empty; give a storage URL, or leave --storage out for studies/*.db")
     candidates = [storage] if storage else []
+    unreadable: list[str] = []
     if storage is None:
         default = default_storage(name)
         if sqlite_path(default).is_file():  # type: ignore[union-attr]
             candidates.append(default)
-        candidates += [u for n, u in known_studies(None) if n == name and u not in candidates]
+        candidates += [u for n, u in known_studies(None, unreadable) if n == name and u not in candidates]
     for url in candidates:
-        if name in _names_in(url, strict=url == storage):
+        if name in _names_in(url, strict=url == storage, unreadable=unreadable):
             return optuna.load_study(study_name=name, storage=make_storage(url, create=False)), url
+    if unreadable:  # the study may well be there: say why it could not be looked at, not that it is missing
+        raise StudyError(f"study {name!r}: {unreadable[0]}")
     known = known_studies(storage)
     where = display_url(storage) if storage else f"{DEFAULT_STUDIES_DIR}/*.db and *.journal"
     listing = ", ".join(f"{n} ({display_url(u)})" if storage is None else n for n, u in known) or "none"

@@ -282,8 +282,10 @@ class TrialRun:
             tags[DESCRIPTION_TAG] = f"{'Failed' if state == 'FAIL' else 'Interrupted'}: {reason}"
         elif has_value:
             tags["dhns.value"] = repr(float(value))
-        self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(state, "FAILED"))
+        try:
+            self.set_tags(tags)
+        finally:  # a store that takes no more tags may still end the run: not left RUNNING
+            self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(state, "FAILED"))
 
 
 @dataclass

@@ -11,6 +11,7 @@ trial keeps its folder but not its checkpoint (the bulk of it); an interrupted o
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,34 @@ from typing import Any
 
 import optuna
 
-from dhns_search.errors import DhnsError
+from dhns_search.errors import ConfigError, DhnsError
 from dhns_search.search.recovery import RUN_DIR_ATTR, WORKER_ATTR, this_worker
 from dhns_search.training.checkpoint import CHECKPOINT
 
-__all__ = ["INTERRUPTED", "TrialFolder", "study_work_dir"]
+__all__ = ["INTERRUPTED", "TrialFolder", "check_work_dir", "study_work_dir"]
 
 #: the fail reason of a trial stopped by Ctrl-C or SIGTERM (it is retried from its checkpoint)
 INTERRUPTED = "interrupted"
+
+
+def check_work_dir(root: Path, option: str = "--work-dir") -> None:
+    """Refuse a work directory that cannot hold trial folders, before any study exists: a file, a path
+    through a file, a name too long for the filesystem, a folder (or the nearest existing parent) that
+    cannot be written."""
+    too_long = [part for part in root.parts if len(os.fsencode(part)) > 255]
+    if too_long:
+        raise ConfigError(f"{option}: the folder name {too_long[0][:40]}... is longer than 255 bytes")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{option} {root}: a file, not a folder")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    existing = existing if existing.exists() else Path.cwd()
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {root}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {root}: {existing} cannot be written (permission denied or a read-only "
+                          "filesystem)")
 
 
 def study_work_dir(root: Path, study: str, uid: str) -> Path:

@@ -161,7 +161,7 @@ class UiServer:
 
 
 class _Stop(Exception):
-    """SIGTERM arrived (handled like Ctrl-C)."""
+    """SIGTERM or SIGHUP (a closed terminal) arrived (handled like Ctrl-C)."""
 
 
 @contextlib.contextmanager
@@ -169,11 +169,13 @@ def _sigterm_stops() -> Iterator[None]:
     def raise_stop(signum, frame):
         raise _Stop
 
-    previous = signal.signal(signal.SIGTERM, raise_stop)
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, raise_stop) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve_ui(tracking_uri: str = DEFAULT_TRACKING_URI, *, host: str = DEFAULT_UI_HOST, port: int | None = None,

@@ -5,11 +5,14 @@
 creation), then starts one ``python -m dhns_search worker`` process per device slot, each in a session
 of its own with its device, its share of the cores (``torch.set_num_threads``) and ``--no-live``.  The
 workers read what to run from the study (:func:`~.continuation.joined_options`), take trials under the
-study's budget (:mod:`.budget`) and the last one to stop ends the parent run.  The first Ctrl-C or SIGTERM
-is passed on to every worker (each ends its trial at the next batch, checkpointed); a second one too.
+study's budget (:mod:`.budget`) and the last one to stop ends the parent run.  The first Ctrl-C, SIGTERM
+or SIGHUP is passed on to every worker (each ends its trial at the next batch, checkpointed); a second one too.
 A worker says on a pipe when its own signal handlers are in place (:func:`announce_ready`); until then
 it has touched no storage, and a stop request ends it with SIGTERM instead (a SIGINT that lands while
-Python or torch is still importing is a traceback or an abort from C++, not a stop request).
+Python or torch is still importing is a traceback or an abort from C++, not a stop request).  A worker
+watches its ``run`` (:func:`watch_parent`): when the ``run`` dies, the worker stops as on SIGTERM.  A
+worker killed outright (SIGKILL) is retried by the others; once the study meets its budget, ``run``
+ends normally and says so in a note.
 
 Storages: several processes need one that takes concurrent writers (a journal file, Redis, PostgreSQL):
 without ``--storage``, ``journal:studies/<study>.journal``; a SQLite storage is refused with advice.
@@ -31,12 +34,16 @@ from dhns_search.errors import ConfigError, StudyError
 from dhns_search.search.options import RunOptions
 from dhns_search.search.urls import default_journal, default_storage, display_url, sqlite_path
 
-__all__ = ["announce_ready", "parse_devices", "run_workers", "worker_slots"]
+__all__ = ["announce_ready", "parse_devices", "run_workers", "watch_parent", "worker_slots"]
 
 #: seconds between two looks at the study while the workers run (the lines of finished trials)
 POLL_SECONDS = 1.0
 #: the environment variable that gives a spawned worker the pipe on which it says it is ready
 READY_FD_ENV = "DHNS_SEARCH_READY_FD"
+#: the environment variable that gives a spawned worker the process id of its ``run``
+PARENT_ENV = "DHNS_SEARCH_PARENT_PID"
+#: seconds between two looks of a spawned worker at its ``run`` (:func:`watch_parent`)
+PARENT_POLL_SECONDS = 1.0
 
 
 def parse_devices(text: str) -> list[str]:
@@ -130,11 +137,13 @@ def worker_command(options: RunOptions, name: str, storage: str, device: str | N
 def run_workers(options: RunOptions, *, console: Console | None = None, stop: threading.Event | None = None):
     """Prepare the study, run one worker process per slot, wait for all; returns the study's summary
     (raises :class:`~.runner.StudyInterrupted` when a stop request ended them)."""
-    from dhns_search.search.runner import StudyInterrupted, _summary, attach, prepare
+    from dhns_search.search.recovery import sweep_dead_workers
+    from dhns_search.search.runner import StudyInterrupted, _check_options, _summary, attach, prepare
     from dhns_search.search.space import load_space
 
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
+    _check_options(options)  # before the study's name and storage are derived from them
     slots = worker_slots(options)
     name = options.study or load_space(options.space, overrides=options.overrides).path.stem  # type: ignore[union-attr]
     storage = shared_storage(options, name)
@@ -153,17 +162,49 @@ def run_workers(options: RunOptions, *, console: Console | None = None, stop: th
         for w in workers:
             os.close(w.ready_fd)
     tracking = options.tracking_uri if bridge is not None else None
+    lost = _lost_workers(codes, slots)
+    if lost:  # a killed worker's trial: failed and queued again now, if no other worker did it
+        sweep_dead_workers(run.study)
     new = [t.number for t in run.study.get_trials(deepcopy=False) if t.number >= first]
     summary = _summary(run, bridge, tracking, new, ([], {}), time.perf_counter() - t0)
-    if stop is not None and stop.is_set() or any(c in (130, 143, -2, -15) for c in codes):
+    if stop is not None and stop.is_set() or any(c in _INTERRUPTED for c in codes):
         summary.stopped = "interrupted"
         raise StudyInterrupted(summary)
-    failed = [f"worker {i} ({slots[i] or 'auto'}): exit code {c}" for i, c in enumerate(codes) if c != 0]
-    if failed:
-        raise StudyError("; ".join(failed) + " (its message is above); the study is consistent: run the same "
-                         "command again to continue it")
+    failed = [f"worker {i} ({slots[i] or 'auto'}): exit code {c} (its message is above)"
+              for i, c in enumerate(codes) if c is not None and c > 0]
+    if failed or (lost and not _finished(run)):
+        raise StudyError("; ".join(failed + lost) + "; the study is consistent: run the same command again to "
+                         "continue it (a lost worker's trial resumes from its checkpoint)")
+    for text in lost:  # the study is complete: a note, not a failure (exit code 0)
+        note = f"{text}; the study met its budget all the same (a trial it was running is retried from its checkpoint)"
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        summary.notes = [*summary.notes, note]
     summary.stopped = "budget met"
     return summary
+
+
+#: exit codes of a worker that a stop request ended (SIGINT, SIGTERM, SIGHUP; as 128 + N, or as -N)
+_INTERRUPTED = {130, 143, 129, -signal.SIGINT, -signal.SIGTERM, -getattr(signal, "SIGHUP", 1)}
+
+
+def _lost_workers(codes: list[int], slots: list[str | None]) -> list[str]:
+    """Workers that another signal (SIGKILL, the kernel's out-of-memory killer ...) ended without a word."""
+    lost = []
+    for i, code in enumerate(codes):
+        if code is not None and code < 0 and code not in _INTERRUPTED:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            lost.append(f"worker {i} ({slots[i] or 'auto'}) was killed by {name}")
+    return lost
+
+
+def _finished(run) -> bool:
+    """Whether the study met its budget (a study without a trial budget: its workers stopped by themselves)."""
+    from dhns_search.search.recovery import budget_used
+
+    return run.n_trials is None or budget_used(run.study) >= run.n_trials
 
 
 class _Worker:
@@ -198,7 +239,7 @@ def _spawn(cmd: list[str]) -> _Worker:
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(cmd, start_new_session=True, pass_fds=(write_fd,),
-                                env={**os.environ, READY_FD_ENV: str(write_fd)})
+                                env={**os.environ, READY_FD_ENV: str(write_fd), PARENT_ENV: str(os.getpid())})
     except BaseException:
         os.close(read_fd)
         raise
@@ -210,8 +251,12 @@ def _spawn(cmd: list[str]) -> _Worker:
 
 def announce_ready() -> None:
     """In a worker that ``run --workers`` started: say that its signal handlers are in place (call it right
-    after installing them, before touching the storage).  Elsewhere nothing."""
+    after installing them, before touching the storage), and from now on watch the ``run``
+    (:func:`watch_parent`).  Elsewhere nothing."""
     fd = os.environ.pop(READY_FD_ENV, None)
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is not None and parent.isdigit():
+        watch_parent(int(parent))
     if fd is None:
         return
     try:
@@ -221,12 +266,28 @@ def announce_ready() -> None:
         pass
 
 
+def watch_parent(parent: int, every: float = PARENT_POLL_SECONDS) -> threading.Thread:
+    """A worker of ``run --workers`` whose ``run`` dies (SIGKILL, a crash) stops as on SIGTERM: its trial
+    ends at the next batch, checkpointed and queued again, and it starts no other (the same ``run``
+    command continues the study).  Without this it would go on alone, unseen, until the budget is met.
+    A daemon thread looks every ``every`` seconds whether this process was handed to another parent."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handlers of the command line: a clean stop
+
+    thread = threading.Thread(target=watch, name="dhns-watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def _wait(workers: list[_Worker], study, console: Console, stop: threading.Event | None,
           first: int) -> list[int]:
     """Wait for every worker: print each trial as it finishes, pass stop requests on; returns exit codes."""
     shown: set[int] = set()
     try:
-        while not all(w.proc.poll() is not None for w in workers):
+        while None in [w.proc.poll() for w in workers]:  # every one polled: a killed worker is reaped at once
             if stop is not None and stop.is_set():
                 for w in workers:
                     if not w.asked:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 
 from dhns_search.config.io import config_differences, write_yaml
-from dhns_search.config.models import RunConfig
+from dhns_search.config.models import STANDARD_MODALITIES, STRUCTURAL, RunConfig
 from dhns_search.errors import ConfigError, TrainingError, warn
 from dhns_search.files import atomic_write_text
 from dhns_search.training.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint, snapshot
@@ -397,7 +397,14 @@ def _progress(enabled: bool):
 
 
 def _resolve_modalities(cfg: RunConfig, available: list[str]) -> RunConfig:
-    """Keep the semantic levels whose tables exist; the saved config then says what really ran."""
+    """Keep the semantic levels whose tables exist (a standard one the dataset lacks, say ``textual``, is
+    left out as documented); the saved config then says what really ran.  A name that is neither a
+    standard modality nor a table of the dataset is a mistake, not an absent table: refused."""
+    unknown = [m for m in cfg.dhns.modalities if m not in available and m not in (STRUCTURAL, *STANDARD_MODALITIES)]
+    if unknown:
+        raise ConfigError(f"dhns.modalities: {', '.join(map(repr, unknown))} is neither a standard modality "
+                          f"({', '.join((STRUCTURAL, *STANDARD_MODALITIES))}) nor a feature table of this dataset "
+                          f"(it has {', '.join(available)})")
     used = [m for m in cfg.dhns.modalities if m in available]
     if not used:
         raise ConfigError(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import warn
+from dhns_search.files import atomic_write_text
 from dhns_search.training.loop import TrainResult, train
 
 
@@ -76,6 +77,5 @@ def train_seeds(cfg: RunConfig, *, seeds: int = 1, out_dir: str | Path | None = 
         reproduction = (float(prov["valid_value"]), results[0].best_value)
     summary = SeedSummary(results=results, mean=mean, std=std, out_dir=out, reproduction=reproduction)
     if out is not None and seeds > 1:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps({"mean": mean, "std": std, "seeds": seeds}, indent=1))
+        atomic_write_text(out / "summary.json", json.dumps({"mean": mean, "std": std, "seeds": seeds}, indent=1))
     return summary

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dhns_search.config.io import decode_list as _decode_list
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import ConfigError
-from dhns_search.search.space.fields import FieldRef, type_name
+from dhns_search.search.space.fields import FieldRef
 
 __all__ = [
     "decode_list",
@@ -57,29 +57,9 @@ def encode_list(values: list | tuple) -> str:
 
 
 def decode_list(text: str, item_type: Any, where: str = "value") -> list:
-    """``"0,0.1"`` -> ``[0.0, 0.1]`` for ``item_type`` float (the inverse of :func:`encode_list`)."""
-    if text.strip() == "":
-        return []
-    out: list = []
-    for raw in text.split(","):
-        item = raw.strip()
-        try:
-            if item_type is float:
-                out.append(float(item))
-            elif item_type is int:
-                out.append(int(item))
-            elif item_type is bool:
-                if item.lower() not in ("true", "false"):
-                    raise ValueError(item)
-                out.append(item.lower() == "true")
-            else:
-                out.append(item)
-        except ValueError:
-            raise ConfigError(
-                f"{where}: {item!r} in {text!r} is not a {type_name(item_type)} "
-                f"(list choices are comma-separated, e.g. \"0,0.1,0.25\")"
-            ) from None
-    return out
+    """``"0,0.1"`` -> ``[0.0, 0.1]`` for ``item_type`` float (the inverse of :func:`encode_list`; the same
+    decoding as ``train --set``, :func:`dhns_search.config.io.decode_list`)."""
+    return _decode_list(text, item_type, where)
 
 
 def decode_value(ref: FieldRef, value: Any, where: str | None = None) -> Any:

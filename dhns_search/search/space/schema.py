@@ -88,6 +88,11 @@ def schema_errors(err: ValidationError, source: str) -> list[str]:
             allowed = list((ParamSpec if len(parent) == 2 and parent[0] == "params" else SpaceFile).model_fields)
             where = ".".join(parent) or "(top level)"
             lines.append(f"{source}: {where}: unknown key {key!r}{_hint(key, allowed)}")
+        elif loc[-1:] in (["low"], ["high"], ["step"]) and e["type"] in ("int_type", "float_type"):
+            # one line for the union int | float, not "not a valid integer" for a float bound
+            value = e.get("input")
+            quoted = ", not a string: write it without quotes" if isinstance(value, str) else ""
+            lines.append(f"{source}: {'.'.join(loc)}: should be a number{quoted} (got {value!r})")
         elif e["type"] == "literal_error" and loc[-1:] == ["type"]:
             lines.append(f"{source}: {'.'.join(loc[:-1])}: type must be float, int, categorical or bool "
                          f"(got {e.get('input')!r})")

@@ -35,6 +35,9 @@ def load_space(path: str | Path, *, overrides: list[str] | None = None) -> Searc
     path = Path(path)
     source = str(path)
     spec = _read_space_file(path, source)
+    if not spec.params:  # a study over nothing would train the same configuration N times
+        raise ConfigError(f"{source}: params: no parameter to search; give at least one under params: (a "
+                          "single configuration is trained with dhns-search train)")
     errors: list[str] = []
     params = _check_params(spec, source, errors)
     _check_conditions(spec, params, source, errors)
@@ -64,6 +67,11 @@ def load_space(path: str | Path, *, overrides: list[str] | None = None) -> Searc
 
 
 def _read_space_file(path: Path, source: str) -> SpaceFile:
+    if path.is_dir():
+        raise ConfigError(f"{source}: a folder, not a space file (give a .yaml file in it, e.g. "
+                          f"{path / 'default.yaml'})")
+    if path.exists() or path.is_symlink():
+        read_yaml(path)  # not a regular file, a broken link: its own message
     if not path.is_file():
         raise ConfigError(f"{source}: no such space file (relative to the working directory {Path.cwd()}; "
                           "the shipped spaces are in the repository's spaces/ folder)")
