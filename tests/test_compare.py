@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dhns_search.ablation import load_ablation, paired_difference, run_ablation
 from dhns_search.cli import app
+from dhns_search.config import load_config
 from dhns_search.errors import ConfigError
 from dhns_search.training.loop import TrainingInterrupted
 
@@ -197,3 +198,21 @@ def test_a_signal_stops_compare_with_128_plus_the_signal_and_the_continue_comman
     assert result.exit_code == 128 + number, result.output
     assert "interrupted at epoch 1, batch 2" in result.output and "continue with: dhns-search" in result.output
     assert signal.getsignal(number) is before  # handlers restored
+
+
+def test_a_misspelt_metric_is_refused_when_the_file_is_read(tmp_path, synth_dataset):
+    from dhns_search.ablation.spec import evaluation_metric_names
+    from dhns_search.evaluation import FilteredEvaluator
+    from dhns_search.models import KGEModel
+
+    path = tmp_path / "a.yaml"
+    path.write_text("reference: a\nmetrics: [mrr_realistic_filtered, hits_at_10_realistc_filtered]\n"
+                    "arms: {a: {}, b: {}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="did you mean 'hits_at_10_realistic_filtered'"):
+        load_ablation(path)
+    # the names accepted are exactly those the evaluator reports
+    cfg = load_config(preset="uniform-distmult", overrides=["model.dim=8"])
+    model = KGEModel.from_config(cfg, synth_dataset)
+    result = FilteredEvaluator([synth_dataset.train, synth_dataset.valid, synth_dataset.test],
+                               synth_dataset.num_entities).evaluate(model, synth_dataset.valid[:20])
+    assert set(result) - {"num_triples"} == evaluation_metric_names()

@@ -24,6 +24,7 @@ would, so a tuned arm retrains the configuration the search found.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,21 @@ class AblationSpec(StrictModel):
             raise ValueError("seeds must be a non-empty list without repeats")
         return v
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        """Every name must be a metric the evaluator reports (a misspelt one was found only after training)."""
+        known = evaluation_metric_names()
+        bad = [m for m in v if m not in known]
+        if bad:
+            close = {m: difflib.get_close_matches(m, sorted(known), n=1) for m in bad}
+            hints = "; ".join(f"{m!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for m, c in close.items())
+            raise ValueError(f"not evaluation metrics: {hints}; they are <metric>_<policy>_filtered, e.g. "
+                             "mrr_realistic_filtered, hits_at_10_optimistic_filtered, with head_ or tail_ for one side")
+        if not v:
+            raise ValueError("metrics: give at least one")
+        return v
+
     @model_validator(mode="after")
     def _arms(self) -> AblationSpec:
         if len(self.arms) < 2:
@@ -124,7 +140,9 @@ def arm_config(spec: AblationSpec, arm: str, overrides: list[str] | None = None,
     return validate_config(data, f"arm {arm!r} of the ablation")
 
 
-def check_metrics(spec: AblationSpec, available: list[str]) -> None:
-    bad = [m for m in spec.metrics if m not in available]
-    if bad:
-        raise ConfigError(f"metrics {bad} are not evaluation metrics; choose from e.g. {available[:6]}")
+def evaluation_metric_names() -> set[str]:
+    """The metric names of :class:`~dhns_search.evaluation.FilteredEvaluator`'s results (both sides and each side)."""
+    from dhns_search.evaluation.ranking import METRICS, POLICIES
+
+    names = {f"{m}_{p}_filtered" for m in METRICS for p in POLICIES}
+    return names | {f"{side}_{n}" for side in ("head", "tail") for n in names}
