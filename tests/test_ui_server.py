@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from dhns_search.errors import ConfigError
-from dhns_search.search import ui_server
-from dhns_search.search.ui_server import StudyLink, choose_port, port_free, serve_ui
-from dhns_search.search.views import decode_view, runs_url, study_view_tags
+from dhns_search.tracking import ui as ui_server
+from dhns_search.tracking.ui import StudyLink, choose_port, port_free, serve_ui
+from dhns_search.tracking.views import decode_view, runs_url, study_view_tags
 
 #: a stand-in for ``mlflow ui``: answers /health on argv[1], starts a worker, writes both pids to argv[2]
 FAKE_SERVER = textwrap.dedent("""
@@ -118,3 +118,4 @@ def test_ctrl_c_and_sigterm_stop_every_process_the_ui_started(tmp_path, monkeypa
     assert ui_server._session_members(server) == []
     assert port_free("127.0.0.1", port)
     assert f"  s  http://127.0.0.1:{port}/board" in said and said[-1] == "stopping the MLflow UI"
+

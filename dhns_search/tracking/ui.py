@@ -26,11 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dhns_search.errors import ConfigError, StudyError
-from dhns_search.search.options import DEFAULT_UI_HOST, DEFAULT_UI_PORT
-from dhns_search.search.urls import DEFAULT_TRACKING_URI, sqlite_path
-from dhns_search.search.views import LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
+from dhns_search.files import sqlite_path
+from dhns_search.tracking.store import DEFAULT_TRACKING_URI
+from dhns_search.tracking.views import LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
 
-__all__ = ["STOP_GRACE", "StudyLink", "UiServer", "choose_port", "mlflow_ui_command", "serve_ui", "study_links"]
+__all__ = ["DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "STOP_GRACE", "StudyLink", "UiServer", "choose_port",
+           "mlflow_ui_command", "serve_ui", "study_links"]
+
+#: where ``dhns-search ui`` serves the MLflow UI
+DEFAULT_UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = 5000
 
 #: seconds the server's processes get to end after SIGTERM before SIGKILL
 STOP_GRACE = 10.0
@@ -84,15 +89,14 @@ class StudyLink:
 
 def study_links(tracking_uri: str, base_url: str, study: str | None = None) -> list[StudyLink]:
     """The links of every study in the tracking store (experiments with a ``dhns.study`` tag), by name."""
-    from dhns_search.search.tracking import make_client  # mlflow: only once the command runs
+    from dhns_search.tracking.tracker import Tracker  # mlflow: only once the command runs
 
-    client = make_client(tracking_uri)
     links = []
-    for exp in client.search_experiments(max_results=1000):
-        name = exp.tags.get("dhns.study")
+    for experiment_id, _, tags in Tracker(tracking_uri).experiments():
+        name = tags.get("dhns.study")
         if name and (study is None or name == study):
-            links.append(StudyLink(name, runs_url(base_url, exp.experiment_id, LEADERBOARD_VIEW),
-                                   runs_url(base_url, exp.experiment_id, TRIALS_VIEW)))
+            links.append(StudyLink(name, runs_url(base_url, experiment_id, LEADERBOARD_VIEW),
+                                   runs_url(base_url, experiment_id, TRIALS_VIEW)))
     return sorted(links, key=lambda link: link.study)
 
 
