@@ -60,7 +60,7 @@ from mlflow.tracking import MlflowClient  # after the check above
 from mlflow_study import BEST, run_comparison_study
 from playwright.sync_api import sync_playwright
 
-from dhns_search.search.ui_server import _session_members, port_free
+from dhns_search.tracking.ui import _session_members, port_free
 
 
 @dataclass

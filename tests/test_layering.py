@@ -70,3 +70,25 @@ def test_no_import_cycle_in_the_package():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def _files(folder: str | None = None) -> list[Path]:
+    return sorted((ROOT / folder if folder else ROOT).rglob("*.py"))
+
+
+def test_mlflow_is_imported_only_in_the_tracking_package():
+    importers = sorted(str(p.relative_to(ROOT)) for p in _files() if "mlflow" in _imports(p))
+    assert importers and all(name.startswith("tracking/") for name in importers), importers
+    # the three writers do not talk to MlflowClient themselves: they use the tracker
+    for writer in ("study.py", "train_runs.py"):
+        assert "mlflow" not in _imports(ROOT / "tracking" / writer), writer
+
+
+def test_the_tracking_package_sits_below_search_ablation_and_the_command_line():
+    files = _files("tracking")
+    assert len(files) >= 8
+    for p in files:
+        assert not _imports(p) & {"optuna", "typer"}, p
+        higher = {m for m in _package_imports(p)
+                  if m.startswith(("dhns_search.search", "dhns_search.ablation", "dhns_search.cli"))}
+        assert higher == set(), (p, higher)

@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 from dhns_search.search.objective import TrialCallback
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import apply, flatten_config
-from dhns_search.search.tracking import MlflowBridge, artifact_root_for
+from dhns_search.tracking.study import MlflowBridge
+from dhns_search.tracking.tracker import artifact_root_for
 from dhns_search.training.loop import StopTraining
 
 # MLflow 3.17 on SQLAlchemy 2.1 warns about its own ORM options; not ours to fix

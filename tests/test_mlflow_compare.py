@@ -20,10 +20,10 @@ from mlflow_study import BEST, OUTCOMES, fake_seed_train, run_comparison_study
 
 from dhns_search.search import trial_data
 from dhns_search.search.export import export_trials, trial_config
-from dhns_search.search.provenance import git_revision
-from dhns_search.search.replay import train_tracked
 from dhns_search.search.storage import open_study
-from dhns_search.search.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRIALS_VIEW, decode_view
+from dhns_search.tracking.provenance import git_revision
+from dhns_search.tracking.train_runs import train_tracked
+from dhns_search.tracking.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRIALS_VIEW, decode_view
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 

@@ -18,7 +18,7 @@ from dhns_search.cli import app
 from dhns_search.errors import TrackingError
 from dhns_search.search.options import RunOptions
 from dhns_search.search.runner import run_study
-from dhns_search.search.tracking_store import open_store
+from dhns_search.tracking.store import open_store
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 runner = CliRunner()

@@ -1,4 +1,5 @@
-"""``compare --tracking-uri``: a comparison in MLflow, logged from its run folders.
+"""``compare --tracking-uri``: a comparison in MLflow, logged from its run folders through the tracking
+interface (:class:`dhns_search.tracking.Tracker`; this module imports no mlflow).
 
 Layout (experiment ``compare-<name>``, a model-training experiment with the ablation's description)::
 
@@ -28,41 +29,34 @@ _LOSSES = ("train_loss", "kgc_loss", "ha_loss", "diffusion_loss", "epoch_seconds
 
 
 class ComparisonTracker:
-    """Logs a :class:`~dhns_search.ablation.runner.Comparison` to the MLflow store at ``uri``."""
+    """Logs a :class:`~dhns_search.ablation.runner.Comparison` to the tracking store at ``uri`` (through
+    :class:`dhns_search.tracking.Tracker`)."""
 
     def __init__(self, uri: str, comparison: Comparison) -> None:
-        from dhns_search.search.tracking import artifact_root_for, make_client, open_experiment
+        from dhns_search.tracking.tracker import Tracker
 
         self.comparison = comparison
-        self.client = make_client(uri)
-        name = f"compare-{comparison.name}"
-        self.experiment = open_experiment(
-            self.client, name, artifact_location=(artifact_root_for(uri) / name).as_uri(),
-            description=comparison.spec.description, tags={"dhns.comparison": comparison.name})
+        self.tracker = Tracker(uri)
+        self.experiment = self.tracker.experiment(f"compare-{comparison.name}",
+                                                  description=comparison.spec.description,
+                                                  tags={"dhns.comparison": comparison.name})
         self.parent = self._parent()
         self._datasets: dict[str, Any] = {}
 
-    def _find(self, tags: dict[str, str]) -> list:
-        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        return self.client.search_runs([self.experiment], filter_string=query, max_results=1000)
-
     def _parent(self) -> str:
-        from dhns_search.search.tracking import start_run
-
         out = str(self.comparison.out.resolve())
-        found = self._find({"dhns.role": "comparison", "dhns.comparison_out": out})
+        found = self.tracker.find_runs(self.experiment, {"dhns.role": "comparison", "dhns.comparison_out": out})
         if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        return start_run(self.client, self.experiment, self.comparison.name, device=None,
-                         tags={"dhns.role": "comparison", "dhns.comparison_out": out,
-                               "dhns.reference": self.comparison.spec.reference,
-                               "dhns.seeds": ",".join(map(str, self.comparison.seeds))})
+            self.tracker.run(found[-1].run_id).mark_running()
+            return found[-1].run_id
+        return self.tracker.start_run(self.experiment, self.comparison.name, device=None,
+                                      tags={"dhns.role": "comparison", "dhns.comparison_out": out,
+                                            "dhns.reference": self.comparison.spec.reference,
+                                            "dhns.seeds": ",".join(map(str, self.comparison.seeds))}).run_id
 
     def _dataset(self, arm: str) -> Any:
         from dhns_search.data import load_from_config
-        from dhns_search.search.provenance import dataset_summary
+        from dhns_search.tracking.provenance import dataset_summary
 
         data = self.comparison.configs[arm].data
         key = data.model_dump_json()
@@ -72,22 +66,21 @@ class ComparisonTracker:
 
     def log_run(self, record: RunRecord) -> None:
         """Log a finished arm-seed run as a child of the comparison (once)."""
-        from dhns_search.search.run_metrics import rank_policy
-        from dhns_search.search.space.encoding import flatten_config
-        from dhns_search.search.tracking import log_metrics, log_params, ordered_params, start_run
+        from dhns_search.config.flat import flatten_config
+        from dhns_search.tracking.metrics import rank_policy
+        from dhns_search.tracking.tracker import ordered_params
 
-        if not record.done or self._find({"mlflow.parentRunId": self.parent, "dhns.arm": record.arm,
-                                          "dhns.seed": str(record.seed)}):
+        if not record.done or self.tracker.find_runs(self.experiment, {
+                "mlflow.parentRunId": self.parent, "dhns.arm": record.arm, "dhns.seed": record.seed}, limit=1):
             return
         cfg = self.comparison.configs[record.arm].model_copy(update={"seed": record.seed})
-        run_id = start_run(self.client, self.experiment, f"{record.arm}-seed{record.seed}",
-                           parent_run_id=self.parent, dataset=self._dataset(record.arm),
-                           device=str(record.result.get("device", cfg.device)),
-                           tags={"dhns.arm": record.arm, "dhns.seed": str(record.seed), "dhns.role": "arm"},
-                           description=self.comparison.spec.arms[record.arm].description)
+        run = self.tracker.start_run(self.experiment, f"{record.arm}-seed{record.seed}", parent=self.parent,
+                                     dataset=self._dataset(record.arm),
+                                     device=str(record.result.get("device", cfg.device)),
+                                     tags={"dhns.arm": record.arm, "dhns.seed": str(record.seed), "dhns.role": "arm"},
+                                     description=self.comparison.spec.arms[record.arm].description)
         overrides = {**self.comparison.spec.set, **self.comparison.spec.arms[record.arm].set}
-        log_params(self.client, run_id, ordered_params({k: str(v) for k, v in overrides.items()},
-                                                       flatten_config(cfg)))
+        run.log_params(ordered_params({k: str(v) for k, v in overrides.items()}, flatten_config(cfg)))
         policy = rank_policy(cfg.train.metric)
         short = {m: m.removesuffix(f"_{policy}_filtered") for m in _rank_metrics(record, policy)}
         for row in record.history:
@@ -95,34 +88,33 @@ class ComparisonTracker:
             values = {k: row[k] for k in _LOSSES if k in row}
             for split in ("valid", "test"):
                 values.update({f"{split}_{s}": row[split][m] for m, s in short.items() if split in row})
-            log_metrics(self.client, run_id, values, step)
+            run.log_metrics(values, step)
         final = {"best_epoch": record.result["best_epoch"]}
         for split in ("valid", "test"):
             if record.result.get(split):
                 final.update({f"final_{split}_{s}": record.result[split][m] for m, s in short.items()})
-        log_metrics(self.client, run_id, final, int(record.result["epochs_run"]))
-        self.client.log_artifact(run_id, str(record.path / "config.yaml"))
-        self.client.set_terminated(run_id, "FINISHED")
+        run.log_metrics(final, int(record.result["epochs_run"]))
+        run.log_file(record.path / "config.yaml")
+        run.end("FINISHED")
 
     def finish(self, summary: Summary) -> None:
         """Log every finished run not logged yet, then the reports and the tables to the parent."""
-        from dhns_search.search.tracking import DESCRIPTION_TAG, log_metrics
-
         for record in self.comparison.runs.values():
             self.log_run(record)
+        parent = self.tracker.run(self.parent)
         out = self.comparison.out
         for name in ("comparison.md", "summary.json", "curves.png"):
             if (out / name).is_file():
-                self.client.log_artifact(self.parent, str(out / name))
+                parent.log_file(out / name)
         text = markdown(summary)
         tables = text[text.index("## Final metrics"):] if "## Final metrics" in text else text
         cut = tables.find("\n## Validation")
-        self.client.set_tag(self.parent, DESCRIPTION_TAG, (tables if cut < 0 else tables[:cut])[:5000])
+        parent.describe((tables if cut < 0 else tables[:cut])[:5000])
         diffs = {f"{arm}.diff_test_{metric_label(m)}": d[f"final/test/{m}"].mean
                  for arm, d in summary.differences.items() for m in summary.metrics}
-        log_metrics(self.client, self.parent, {k.replace("@", "_at_"): v for k, v in diffs.items()}, 0)
+        parent.log_metrics({k.replace("@", "_at_"): v for k, v in diffs.items()}, 0)
         done = all(r.done for r in self.comparison.runs.values())
-        self.client.set_terminated(self.parent, "FINISHED" if done else "KILLED")
+        parent.end("FINISHED" if done else "KILLED")
 
 
 def _rank_metrics(record: RunRecord, policy: str) -> list[str]:

@@ -53,7 +53,7 @@ def train_command(
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
     from dhns_search.config import load_config, preset_names
-    from dhns_search.search.replay import train_tracked
+    from dhns_search.tracking.train_runs import train_tracked
     from dhns_search.training.runs import default_run_dir
 
     if list_presets:

@@ -27,7 +27,7 @@ def ui_command(
     """Start the MLflow UI and print each study's link: its trials sorted by the objective, with the searched
     parameters. Ctrl-C (or SIGTERM) stops the UI and every process it started."""
     from dhns_search.search.storage import dashboard_command
-    from dhns_search.search.ui_server import serve_ui
+    from dhns_search.tracking.ui import serve_ui
 
     def say(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True, markup=False)

@@ -1,5 +1,5 @@
-"""The search layer: it composes the core (``dhns_search.training`` ...) and is the only layer that
-imports optuna and mlflow.  One job per module:
+"""The search layer: it composes the core (``dhns_search.training`` ...) with Optuna, and logs to MLflow
+through :mod:`dhns_search.tracking` (it imports no mlflow itself).  One job per module:
 
 =================  ==========================================================================
 ``options``        :class:`RunOptions` and every default of ``run``, ``status`` and ``ui``
@@ -15,8 +15,7 @@ imports optuna and mlflow.  One job per module:
 ``pareto``         the pure front, knee and pick functions
 ``reports``        what ``dhns-search status`` shows
 ``export``         standalone configs of the best trials
-``tracking``       the MLflow bridge (experiment, parent run, child runs)
-``publish``        what the MLflow parent run receives
+``publish``        what the study's MLflow parent run receives
 ``plots``          study plots as PNG files
 ``runner``         ``run_study``: prepare, attach, optimise, finish
 =================  ==========================================================================
@@ -25,7 +24,7 @@ Public entry points::
 
     from dhns_search.search import load_space, suggest, apply, run_study, RunOptions
 
-The modules that import optuna, mlflow or torch load on first use, so ``import dhns_search.search``
+The modules that import optuna or torch load on first use, so ``import dhns_search.search``
 stays quick for the command line.
 """
 

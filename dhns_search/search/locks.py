@@ -1,8 +1,9 @@
 """Locks that let several processes share a study: a file lock next to a file, and the storage's own lock
 for the moment a worker takes a trial of the budget (:func:`budget_lock`).
 
-- :func:`file_lock`: ``filelock.FileLock`` on ``.locks/<file>.lock`` next to the file (fcntl on POSIX); creating a SQLite
-  database or an MLflow SQLite store, and the one-writer rule of a SQLite study;
+- :func:`file_lock` (from :mod:`dhns_search.files`): ``filelock.FileLock`` on ``.locks/<file>.lock`` next to the
+  file (fcntl on POSIX); creating a SQLite database or an MLflow SQLite store, and the one-writer rule of a
+  SQLite study;
 - :func:`budget_lock`: held while a worker counts the study's trials and takes the next one, so that
   ``--n-trials`` is met exactly however many workers run: a PostgreSQL (or MySQL) session advisory lock
   on a database storage (it spans machines), a Redis lock on a Redis journal, a file lock next to a
@@ -14,27 +15,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from dhns_search.errors import StudyError
+from dhns_search.files import file_lock, lock_path
 
 __all__ = ["Timeout", "budget_lock", "file_lock", "lock_path"]
-
-
-def lock_path(path: str | Path, suffix: str = "") -> Path:
-    """``.locks/<name><suffix>.lock`` in the folder of ``path`` (out of the way of the files there)."""
-    path = Path(path)
-    return path.parent / ".locks" / f"{path.name}{suffix}.lock"
-
-
-def file_lock(path: str | Path, *, suffix: str = "", timeout: float = -1) -> FileLock:
-    """A file lock on :func:`lock_path` (``timeout`` -1: wait as long as it takes; 0: try once)."""
-    target = lock_path(path, suffix)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(target), timeout=timeout)
 
 
 def _key(study: str) -> int:

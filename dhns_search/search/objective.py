@@ -64,7 +64,7 @@ from dhns_search.training import StopTraining, train
 from dhns_search.training.loop import TrainingInterrupted
 
 if TYPE_CHECKING:
-    from dhns_search.search.tracking import MlflowBridge, TrialRun
+    from dhns_search.tracking.study import MlflowBridge, TrialRun
 
 __all__ = ["TRACKING_FAILED", "WRITE_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
            "is_trial_failure"]
@@ -101,10 +101,9 @@ WRITE_FAILED = "a file could not be written"
 
 def is_tracking_failure(err: BaseException) -> bool:
     """Whether ``err`` comes from the MLflow tracking store (an MLflow error, a failed HTTP request)."""
-    from mlflow.exceptions import MlflowException
-    from requests import RequestException
+    from dhns_search.tracking.store import is_store_failure
 
-    return isinstance(err, (MlflowException, RequestException))
+    return is_store_failure(err)
 
 
 #: lines of a database error that say where it happened, not what: SQLAlchemy's notes, the statement

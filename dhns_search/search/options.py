@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dhns_search.search.targets import check_caps
 from dhns_search.search.urls import DEFAULT_TRACKING_URI
+from dhns_search.tracking.ui import DEFAULT_UI_HOST, DEFAULT_UI_PORT
 
 __all__ = ["DEFAULT_N_TRIALS", "DEFAULT_SPACE", "DEFAULT_TOP", "DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "DEFAULT_WORK_DIR", "RunOptions"]
 
@@ -19,9 +20,7 @@ DEFAULT_SPACE = Path("spaces/default.yaml")
 DEFAULT_N_TRIALS = 12
 #: rows of the leaderboard that ``dhns-search status STUDY`` shows
 DEFAULT_TOP = 10
-#: where ``dhns-search ui`` serves the MLflow UI
-DEFAULT_UI_HOST = "127.0.0.1"
-DEFAULT_UI_PORT = 5000
+#: where ``dhns-search ui`` serves the MLflow UI: DEFAULT_UI_HOST, DEFAULT_UI_PORT (from :mod:`dhns_search.tracking.ui`)
 #: where trials checkpoint their training state (a folder per study, one per trial inside)
 DEFAULT_WORK_DIR = Path("studies/work")
 

@@ -35,10 +35,10 @@ from dhns_search.search.queries import (
     primary_value,
     state_counts,
 )
-from dhns_search.search.run_metrics import objective_title
 from dhns_search.search.space.encoding import format_cell
 from dhns_search.search.targets import ObjectiveSpec, primary_index, study_objectives
-from dhns_search.search.tracking import MlflowBridge
+from dhns_search.tracking.metrics import objective_title
+from dhns_search.tracking.study import MlflowBridge
 
 __all__ = ["leaderboard_csv", "leaderboard_markdown", "publish_progress", "publish_results", "study_description"]
 

@@ -50,7 +50,6 @@ from dhns_search.search.publish import publish_progress, publish_results
 from dhns_search.search.queries import best_trial, infeasible, pareto_front, primary_value, state_counts
 from dhns_search.search.recovery import running_elsewhere, sweep_dead_workers
 from dhns_search.search.resources import memory_kind
-from dhns_search.search.run_metrics import METRIC_SETS, name_metrics
 from dhns_search.search.samplers import (
     check_sampler,
     make_pruner,
@@ -65,9 +64,11 @@ from dhns_search.search.targets import (
     parse_objectives,
     primary_index,
 )
-from dhns_search.search.tracking import MlflowBridge, StudyDescription, prepare_tracking_uri
 from dhns_search.search.trial_folder import check_work_dir, study_work_dir
 from dhns_search.search.urls import default_storage, display_url, sqlite_path
+from dhns_search.tracking.metrics import METRIC_SETS, name_metrics
+from dhns_search.tracking.store import open_store
+from dhns_search.tracking.study import MlflowBridge, StudyDescription
 
 __all__ = ["Monitor", "PreparedRun", "StudyInterrupted", "StudySummary", "attach", "optimise", "prepare",
            "run_study"]
@@ -261,7 +262,7 @@ def prepare(options: RunOptions) -> PreparedRun:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if options.tracking_uri not in (None, "", "none"):
-        prepare_tracking_uri(options.tracking_uri)  # checked before the study is written
+        open_store(options.tracking_uri)  # checked before the study is written
     storage_url = options.storage or default_storage(name)
     lock = _one_writer(storage_url, name)
     try:
@@ -422,7 +423,7 @@ def attach(run: PreparedRun, options: RunOptions, *, worker: bool = True) -> Mlf
     records its start on it (tag ``dhns.worker.<host>.<pid>``)."""
     if options.tracking_uri in (None, "", "none"):
         return None
-    bridge = MlflowBridge(prepare_tracking_uri(options.tracking_uri), run.name,
+    bridge = MlflowBridge(options.tracking_uri, run.name,
                           study_uid=run.study.user_attrs["dhns.uid"])
     bridge.start_study({
         "dhns.space": str(run.space.path),

@@ -1,4 +1,5 @@
-"""Storage and tracking URLs: the project's defaults, SQLite file paths, and URLs safe to print.
+"""Storage and tracking URLs: the project's defaults, SQLite file paths, and URLs safe to print (the
+tracking store's default is :data:`dhns_search.tracking.store.DEFAULT_TRACKING_URI`).
 
 Light on purpose (no optuna, no mlflow), so the command line can show these defaults without loading
 either.
@@ -7,6 +8,9 @@ either.
 from __future__ import annotations
 
 from pathlib import Path
+
+from dhns_search.files import sqlite_path
+from dhns_search.tracking.store import DEFAULT_TRACKING_URI
 
 __all__ = [
     "DEFAULT_STUDIES_DB",
@@ -24,21 +28,11 @@ __all__ = [
 #: shows them side by side); ``studies/<study>.db`` files of earlier versions are still read and continued
 DEFAULT_STUDIES_DIR = Path("studies")
 DEFAULT_STUDIES_DB = "studies.db"
-#: the MLflow store of ``dhns-search run`` and ``ui`` (artifacts under ``mlruns/artifacts``)
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 _SQLITE = "sqlite:///"
 #: a journal file (Optuna's JournalStorage): ``journal:PATH``, for several workers on one machine or a
 #: shared filesystem
 JOURNAL = "journal:"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH`` URL; None for other URLs and in-memory databases."""
-    if url.startswith(_SQLITE):
-        rest = url[len(_SQLITE) :]
-        return Path(rest) if rest and rest != ":memory:" else None
-    return None
 
 
 def journal_path(url: str) -> Path | None:

@@ -3,17 +3,15 @@
 Optuna's categorical choices must be plain values, so a list-valued field is searched with string
 choices: ``"0,0.1,0.125"`` is ``[0.0, 0.1, 0.125]`` for a ``list[float]`` field, ``""`` the empty list,
 blanks around items are ignored.  The same text is used for ``--set``, the MLflow params and the Optuna
-storage.
+storage (:mod:`dhns_search.config.flat` writes it; it is re-exported here).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
+from dhns_search.config.flat import encode_list, flatten_config, format_value
 from dhns_search.config.io import decode_list as _decode_list
-from dhns_search.config.models import RunConfig
 from dhns_search.search.space.fields import FieldRef
 
 __all__ = [
@@ -25,17 +23,6 @@ __all__ = [
     "format_value",
     "short_values",
 ]
-
-
-def format_value(value: Any) -> str:
-    """A plain value as text: ``None`` -> ``null``, booleans lower case, floats by ``repr``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return encode_list(value)
-    return str(value)
 
 
 def format_cell(value: Any, digits: int) -> str:
@@ -51,11 +38,6 @@ def short_values(values: dict[str, Any], limit: int = 300) -> str:
     return f"({text[: limit - 3]}...)" if len(text) > limit else f"({text})"
 
 
-def encode_list(values: list | tuple) -> str:
-    """``[0.0, 0.1]`` -> ``"0.0,0.1"``: the categorical encoding of a list value."""
-    return ",".join(format_value(v) for v in values)
-
-
 def decode_list(text: str, item_type: Any, where: str = "value") -> list:
     """``"0,0.1"`` -> ``[0.0, 0.1]`` for ``item_type`` float (the inverse of :func:`encode_list`; the same
     decoding as ``train --set``, :func:`dhns_search.config.io.decode_list`)."""
@@ -67,22 +49,3 @@ def decode_value(ref: FieldRef, value: Any, where: str | None = None) -> Any:
     if ref.is_list and isinstance(value, str):
         return decode_list(value, ref.item_type, where or ref.path)
     return value
-
-
-def flatten_config(cfg: RunConfig | dict, prefix: str = "") -> dict[str, str]:
-    """Every leaf of a config as ``dotted.path -> text`` (lists encoded, mappings flattened further).
-
-    The keys depend only on the config schema (and mapping-valued fields' keys), so every trial of a
-    study logs the same keys.
-    """
-    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten_config(value, path + "."))
-        elif isinstance(value, dict):
-            out[path] = "{}"
-        else:
-            out[path] = format_value(value)
-    return out

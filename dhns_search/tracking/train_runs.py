@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dhns_search.config.flat import flatten_config
 from dhns_search.config.io import dump_yaml
 from dhns_search.config.models import RunConfig
-from dhns_search.search.run_metrics import RANK_BASES, rank_policy
-from dhns_search.search.space.encoding import flatten_config
-from dhns_search.search.urls import DEFAULT_TRACKING_URI
+from dhns_search.tracking.metrics import RANK_BASES, rank_policy
+from dhns_search.tracking.store import DEFAULT_TRACKING_URI
 
 __all__ = ["TrackedRuns", "tracking_target", "train_tracked"]
 
@@ -84,18 +84,17 @@ class _ReplayLogger:
     """The MLflow side of :func:`train_tracked`."""
 
     def __init__(self, uri: str, cfg: RunConfig, *, name: str, seeds: int, dataset: Any) -> None:
-        from dhns_search.search.provenance import run_provenance
-        from dhns_search.search.tracking import artifact_root_for, make_client, open_experiment
+        from dhns_search.tracking.provenance import run_provenance
+        from dhns_search.tracking.tracker import Tracker
 
         self.cfg, self.seeds, self.dataset = cfg, seeds, dataset
         self.prov = dict(cfg.provenance or {})
-        self.client = make_client(uri)
+        self.tracker = Tracker(uri)
         experiment = str(self.prov.get("study") or name)
-        exp_id = open_experiment(self.client, experiment,
-                                 artifact_location=(artifact_root_for(uri) / experiment).as_uri())
+        exp_id = self.tracker.experiment(experiment)
         self.runs = TrackedRuns(uri, experiment, exp_id)
         self.trial_run = self._trial_run()
-        self.runs.replay_of = self.trial_run.info.run_id if self.trial_run is not None else None
+        self.runs.replay_of = self.trial_run.run_id if self.trial_run is not None else None
         self.provenance = run_provenance(cfg.device, source="dhns-search train")
         if seeds > 1:
             self.runs.summary_run_id = self._start(f"{self._stem}-{seeds}-seeds", "REPLAY" if self.replay else "TRAIN")
@@ -116,10 +115,10 @@ class _ReplayLogger:
         run_id = self.prov.get("mlflow_run_id")
         if run_id:
             with contextlib.suppress(Exception):  # another tracking store: look it up by its tags below
-                return self.client.get_run(str(run_id))
-        flt = (f"tags.`dhns.role` = 'trial' and tags.`dhns.trial_number` = '{self.prov.get('trial')}' "
-               f"and tags.`dhns.study` = '{self.prov.get('study')}'")
-        found = self.client.search_runs([self.runs.experiment_id], filter_string=flt, max_results=1)
+                return self.tracker.get_run(str(run_id))
+        found = self.tracker.find_runs(self.runs.experiment_id, {
+            "dhns.role": "trial", "dhns.trial_number": self.prov.get("trial"), "dhns.study": self.prov.get("study")},
+            limit=1)
         return found[0] if found else None
 
     def _tags(self, state: str) -> dict[str, Any]:
@@ -132,27 +131,21 @@ class _ReplayLogger:
 
     def _start(self, run_name: str, state: str, *, parent: str | None = None, seed: int | None = None,
                start_ms: int | None = None) -> str:
-        from dhns_search.search.tracking import start_run
+        from dhns_search.tracking.tracker import ordered_params
 
         tags = self._tags(state) | ({"dhns.seed": seed} if seed is not None else {})
-        run_id = start_run(self.client, self.runs.experiment_id, run_name, tags=tags, dataset=self.dataset,
-                           provenance=self.provenance, parent_run_id=parent, start_time_ms=start_ms)
-        self._log_params(run_id)
-        return run_id
-
-    def _log_params(self, run_id: str) -> None:
-        from dhns_search.search.tracking import log_params, ordered_params
-
-        config = flatten_config(self.cfg)
+        run = self.tracker.start_run(self.runs.experiment_id, run_name, tags=tags, dataset=self.dataset,
+                                     provenance=self.provenance, parent=parent, start_ms=start_ms)
         searched: dict[str, str] = {}
         if self.trial_run is not None:
-            names = [n for n in self.trial_run.data.tags.get("dhns.sampled", "").split(",") if n]
-            searched = {n: self.trial_run.data.params[n] for n in names if n in self.trial_run.data.params}
-        log_params(self.client, run_id, ordered_params(searched, config))
+            names = [n for n in self.trial_run.tags.get("dhns.sampled", "").split(",") if n]
+            searched = {n: self.trial_run.params[n] for n in names if n in self.trial_run.params}
+        run.log_params(ordered_params(searched, flatten_config(self.cfg)))
+        return run.run_id
 
     def fail(self) -> None:
         if self.runs.summary_run_id:
-            self.client.set_terminated(self.runs.summary_run_id, status="FAILED")
+            self.tracker.run(self.runs.summary_run_id).end("FAILED")
 
     def log(self, summary: Any, *, started: float) -> None:
         """One run per seed (nested under the summary run with several seeds), then the summary."""
@@ -164,12 +157,12 @@ class _ReplayLogger:
             self._log_summary(summary)
 
     def _log_seed(self, result: Any, start_ms: int) -> str:
-        from dhns_search.search.tracking import DESCRIPTION_TAG, TrialRun
+        from dhns_search.tracking.study import TrialRun
 
         seed = result.config.seed
         run_id = self._start(f"{self._stem}-seed-{seed}", "REPLAY" if self.replay else "TRAIN",
                              parent=self.runs.summary_run_id, seed=seed, start_ms=start_ms)
-        run = TrialRun(self.client, run_id, -1, policy_metric=self.cfg.train.metric)
+        run = TrialRun(self.tracker, run_id, -1, policy_metric=self.cfg.train.metric)
         for record in result.history:
             epoch = int(record["epoch"])
             run.log_metrics({k: v for k, v in record.items() if k not in ("epoch", "valid", "test")}, step=epoch)
@@ -180,8 +173,8 @@ class _ReplayLogger:
         run.log_metrics(self._test_metrics(result.test or {}) | {"train_seconds": result.seconds},
                         step=int(result.best_epoch))
         run.log_text(dump_yaml(result.config), "config.yaml")
-        run.set_tags({DESCRIPTION_TAG: self._verdict(result.best_value, seed)})
-        self.client.set_terminated(run_id, status="FINISHED", end_time=start_ms + int(result.seconds * 1000))
+        run.run.describe(self._verdict(result.best_value, seed))
+        run.run.end("FINISHED", end_ms=start_ms + int(result.seconds * 1000))
         return run_id
 
     def _test_metrics(self, test: dict[str, float]) -> dict[str, float]:
@@ -202,21 +195,18 @@ class _ReplayLogger:
         return what
 
     def _log_summary(self, summary: Any) -> None:
-        from dhns_search.search.tracking import DESCRIPTION_TAG, log_metrics
-
-        run_id = self.runs.summary_run_id
-        assert run_id is not None
+        assert self.runs.summary_run_id is not None
+        run = self.tracker.run(self.runs.summary_run_id)
         metric = self.cfg.train.metric
         means = {"objective": summary.mean.get(f"valid/{metric}"), "objective_std": summary.std.get(f"valid/{metric}")}
         for key, value in self._test_metrics({k[5:]: v for k, v in summary.mean.items() if k.startswith("test/")}
                                              ).items():
             means[key] = value
             means[f"{key}_std"] = summary.std.get(f"test/{key[5:]}_{rank_policy(metric)}_filtered")
-        log_metrics(self.client, run_id, {k: v for k, v in means.items() if v is not None}, step=0)
-        self.client.log_text(run_id, json.dumps({"seeds": self.seeds, "mean": summary.mean, "std": summary.std},
-                                                indent=1), "summary.json")
+        run.log_metrics({k: v for k, v in means.items() if v is not None}, step=0)
+        run.log_text(json.dumps({"seeds": self.seeds, "mean": summary.mean, "std": summary.std}, indent=1),
+                     "summary.json")
         text = f"{self.seeds} seeds from {self.cfg.seed}: validation {metric} {means['objective']:.4f} ± " \
                f"{means['objective_std']:.4f}"
-        self.client.set_tag(run_id, DESCRIPTION_TAG, text + (f" (replays of trial {self.prov.get('trial')})"
-                                                             if self.replay else ""))
-        self.client.set_terminated(run_id, status="FINISHED")
+        run.describe(text + (f" (replays of trial {self.prov.get('trial')})" if self.replay else ""))
+        run.end("FINISHED")

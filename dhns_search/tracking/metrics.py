@@ -8,7 +8,7 @@ directions together and per direction: 30 numbers per evaluation.  A run logs th
   says which), so the same short names mean the same thing in every study;
 - the trainer's epoch statistics (``train_loss``, ``kgc_loss``, ``ha_loss``, ``diffusion_loss``,
   ``epoch_seconds``) and ``eval_seconds``;
-- at the end ``objective`` (the primary objective, see :data:`~dhns_search.search.views.OBJECTIVE_METRIC`),
+- at the end ``objective`` (the primary objective, see :data:`~dhns_search.tracking.views.OBJECTIVE_METRIC`),
   ``best_epoch`` and the measurements.
 
 ``full`` (``run --mlflow-metrics full``) logs every validation metric under ``valid_<full name>`` as

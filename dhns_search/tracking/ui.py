@@ -7,6 +7,10 @@
   ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` is set).  The server runs in a session of its own; on Ctrl-C or
   SIGTERM every process of that session gets SIGTERM, and SIGKILL after :data:`STOP_GRACE` seconds,
   so nothing is left holding the port.
+- **Pages.** The server is MLflow's app with this project's browser defaults (:mod:`.ui_app`, served as
+  the ``mlflow.app`` plugin ``dhns-search``): every page opens in MLflow's model-training mode, and the
+  Assistant panel does not open by itself.  MLflow's telemetry is off for the server's processes
+  (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``) unless the environment says otherwise.
 - **Links.** Once the server answers, each study's link opens its runs table on the saved leaderboard view
   (:mod:`.views`).
 """
@@ -26,11 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dhns_search.errors import ConfigError, StudyError
-from dhns_search.search.options import DEFAULT_UI_HOST, DEFAULT_UI_PORT
-from dhns_search.search.urls import DEFAULT_TRACKING_URI, sqlite_path
-from dhns_search.search.views import LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
+from dhns_search.files import sqlite_path
+from dhns_search.tracking.store import DEFAULT_TRACKING_URI
+from dhns_search.tracking.ui_app import APP_NAME, PLUGIN_PATH
+from dhns_search.tracking.views import LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
 
-__all__ = ["STOP_GRACE", "StudyLink", "UiServer", "choose_port", "mlflow_ui_command", "serve_ui", "study_links"]
+__all__ = ["DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "STOP_GRACE", "StudyLink", "UiServer", "choose_port",
+           "mlflow_ui_command", "serve_ui", "server_env", "study_links"]
+
+#: where ``dhns-search ui`` serves the MLflow UI
+DEFAULT_UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = 5000
 
 #: seconds the server's processes get to end after SIGTERM before SIGKILL
 STOP_GRACE = 10.0
@@ -40,13 +50,26 @@ READY_TIMEOUT = 180.0
 
 def mlflow_ui_command(tracking_uri: str = DEFAULT_TRACKING_URI, *, port: int = DEFAULT_UI_PORT,
                       host: str = DEFAULT_UI_HOST, workers: int = 1) -> list[str]:
-    """The ``mlflow ui`` command line for the project's tracking store."""
+    """The ``mlflow ui`` command line for the project's tracking store, serving this project's app
+    (:mod:`.ui_app`; the command needs :func:`server_env`)."""
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
         raise StudyError(f"no MLflow tracking store at {path}; run dhns-search run first")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--host", host, "--port", str(port), "--workers", str(workers), "--app-name", APP_NAME,
             "--uvicorn-opts", "--no-access-log"]  # a line per request would bury the links
+
+
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the UI's processes: ``base`` (default: this process's) with the plugin of
+    :mod:`.ui_app` first on ``PYTHONPATH``, MLflow's telemetry and job runner off unless ``base`` sets
+    them."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGIN_PATH), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
 
 
 def port_free(host: str, port: int) -> bool:
@@ -84,15 +107,14 @@ class StudyLink:
 
 def study_links(tracking_uri: str, base_url: str, study: str | None = None) -> list[StudyLink]:
     """The links of every study in the tracking store (experiments with a ``dhns.study`` tag), by name."""
-    from dhns_search.search.tracking import make_client  # mlflow: only once the command runs
+    from dhns_search.tracking.tracker import Tracker  # mlflow: only once the command runs
 
-    client = make_client(tracking_uri)
     links = []
-    for exp in client.search_experiments(max_results=1000):
-        name = exp.tags.get("dhns.study")
+    for experiment_id, _, tags in Tracker(tracking_uri).experiments():
+        name = tags.get("dhns.study")
         if name and (study is None or name == study):
-            links.append(StudyLink(name, runs_url(base_url, exp.experiment_id, LEADERBOARD_VIEW),
-                                   runs_url(base_url, exp.experiment_id, TRIALS_VIEW)))
+            links.append(StudyLink(name, runs_url(base_url, experiment_id, LEADERBOARD_VIEW),
+                                   runs_url(base_url, experiment_id, TRIALS_VIEW)))
     return sorted(links, key=lambda link: link.study)
 
 
@@ -120,9 +142,8 @@ class UiServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> UiServer:
-        env = {**os.environ, **(self.env or {})}
-        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-        self.process = subprocess.Popen(self.command, env=env, start_new_session=True)
+        self.process = subprocess.Popen(self.command, env=server_env({**os.environ, **(self.env or {})}),
+                                        start_new_session=True)
         return self
 
     def wait_ready(self, url: str, timeout: float = READY_TIMEOUT) -> bool:

@@ -1,4 +1,5 @@
-"""The MLflow tracking store, checked before anything is written to it: :func:`open_store`.
+"""The MLflow tracking store, checked before anything is written to it: :func:`open_store` (light: mlflow is
+imported only once a store is opened).
 
 - ``none`` (or empty): tracking off;
 - ``sqlite:///PATH.db``: the folder and the file must be writable and the file a SQLite database of MLflow
@@ -20,10 +21,14 @@ import sqlite3
 from pathlib import Path
 
 from dhns_search.errors import TrackingError
-from dhns_search.search.locks import file_lock
-from dhns_search.search.urls import sqlite_path
+from dhns_search.files import file_lock, sqlite_path
 
-__all__ = ["HEALTH_TIMEOUT", "HTTP_RETRIES", "TRACKING_HELP", "open_store"]
+__all__ = ["DEFAULT_TRACKING_URI", "HEALTH_TIMEOUT", "HTTP_RETRIES", "TRACKING_HELP", "is_store_failure",
+           "open_store"]
+
+#: the MLflow store of ``dhns-search run``, ``train`` (of an export) and ``ui`` (artifacts under
+#: ``mlruns/artifacts``)
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 HEALTH_TIMEOUT = 5.0
 HTTP_RETRIES = 2
@@ -59,6 +64,14 @@ def open_store(uri: str) -> str:
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme {scheme or '(none)'!r}; {TRACKING_HELP}")
     _checked.add(key)
     return uri
+
+
+def is_store_failure(err: BaseException) -> bool:
+    """Whether ``err`` comes from the tracking store (an MLflow error, a failed HTTP request)."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException
+
+    return isinstance(err, (MlflowException, RequestException))
 
 
 def _check_sqlite(uri: str, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Where a run comes from: package versions, the git revision of the code, the device that ran it, and a
-summary of its dataset.  Plain values (no mlflow): :mod:`.tracking` turns them into run tags and an MLflow
-dataset input, :mod:`.export` writes the versions into an export's ``provenance``.
+summary of its dataset.  Plain values (no mlflow): :mod:`.tracker` turns them into run tags and an MLflow
+dataset input, :mod:`dhns_search.search.export` writes the versions into an export's ``provenance``.
 """
 
 from __future__ import annotations
