@@ -119,3 +119,68 @@ def test_ctrl_c_and_sigterm_stop_every_process_the_ui_started(tmp_path, monkeypa
     assert port_free("127.0.0.1", port)
     assert f"  s  http://127.0.0.1:{port}/board" in said and said[-1] == "stopping the MLflow UI"
 
+
+# ------------------------------------------------------------------------ the app the UI serves
+def _call(app, path: str, body: bytes, content_type: bytes) -> tuple[dict, bytes]:
+    """Run ``app`` (ASGI) on a GET of ``path`` in front of a stand-in that answers ``body`` in two parts."""
+    import asyncio
+
+    async def inner(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body[:10], "more_body": True})
+        await send({"type": "http.response.body", "body": body[10:]})
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(app(inner)({"type": "http", "method": "GET", "path": path}, receive, send))
+    return dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_the_ui_page_sets_model_training_and_no_assistant_before_mlflow_runs():
+    from dhns_search.tracking.ui_app import PAGE_DEFAULTS, PageDefaults, defaults_script
+
+    assert PAGE_DEFAULTS == {"mlflow.workflowType_v1": "machine_learning",
+                             "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
+                             "mlflow.settings.telemetry.enabled_v1": False,
+                             "mlflow.telemetry.info.alert.dismissed_v1": True}
+    script = defaults_script()
+    # stored as MLflow's useLocalStorage stores them (JSON), and only where the browser has no value yet
+    assert b'if(s.getItem("mlflow.workflowType_v1")===null)s.setItem("mlflow.workflowType_v1","\\"machine_learning\\"")' \
+        in script
+    page = b'<!doctype html><html><head><meta charset="utf-8"/><script defer src="main.js"></script></head></html>'
+    headers, body = _call(PageDefaults, "/", page, b"text/html; charset=utf-8")
+    assert body.startswith(b"<!doctype html><html><head>" + script + b'<meta charset="utf-8"/>')  # before main.js
+    assert int(headers[b"content-length"]) == len(body) == len(page) + len(script)
+    data = b'{"runs": ["<head>"]}'
+    headers, body = _call(PageDefaults, "/ajax-api/2.0/mlflow/runs/search", data, b"application/json")
+    assert body == data and int(headers[b"content-length"]) == len(data)  # the API untouched
+    headers, body = _call(PageDefaults, "/static-files/x.css", data, b"text/html")
+    assert body == data  # only the page itself
+
+
+def test_the_ui_server_runs_this_projects_app_with_telemetry_off(tmp_path):
+    import subprocess
+
+    from dhns_search.tracking.ui_app import APP_NAME, PLUGIN_PATH
+
+    store = tmp_path / "mlflow.db"
+    store.touch()
+    command = ui_server.mlflow_ui_command(f"sqlite:///{store}", port=5999)
+    assert command[command.index("--app-name") + 1] == APP_NAME
+    env = ui_server.server_env({"PYTHONPATH": "/elsewhere", "DO_NOT_TRACK": "false"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(PLUGIN_PATH), "/elsewhere"]
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["DO_NOT_TRACK"] == "false"  # the user's choice kept
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    # MLflow itself finds the app through the plugin's entry point, and it is a factory (uvicorn --factory)
+    probe = ("import mlflow.server as s; app = s._find_app('dhns-search'); print(app, s._is_factory(app))")
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", probe], env=ui_server.server_env({**os.environ, "PYTHONPATH": root}),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.stdout.split() == ["dhns_search.tracking.ui_app:create_app", "True"], out.stderr[-2000:]

@@ -7,6 +7,10 @@
   ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` is set).  The server runs in a session of its own; on Ctrl-C or
   SIGTERM every process of that session gets SIGTERM, and SIGKILL after :data:`STOP_GRACE` seconds,
   so nothing is left holding the port.
+- **Pages.** The server is MLflow's app with this project's browser defaults (:mod:`.ui_app`, served as
+  the ``mlflow.app`` plugin ``dhns-search``): every page opens in MLflow's model-training mode, and the
+  Assistant panel does not open by itself.  MLflow's telemetry is off for the server's processes
+  (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``) unless the environment says otherwise.
 - **Links.** Once the server answers, each study's link opens its runs table on the saved leaderboard view
   (:mod:`.views`).
 """
@@ -28,10 +32,11 @@ from pathlib import Path
 from dhns_search.errors import ConfigError, StudyError
 from dhns_search.files import sqlite_path
 from dhns_search.tracking.store import DEFAULT_TRACKING_URI
+from dhns_search.tracking.ui_app import APP_NAME, PLUGIN_PATH
 from dhns_search.tracking.views import LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
 
 __all__ = ["DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "STOP_GRACE", "StudyLink", "UiServer", "choose_port",
-           "mlflow_ui_command", "serve_ui", "study_links"]
+           "mlflow_ui_command", "serve_ui", "server_env", "study_links"]
 
 #: where ``dhns-search ui`` serves the MLflow UI
 DEFAULT_UI_HOST = "127.0.0.1"
@@ -45,13 +50,26 @@ READY_TIMEOUT = 180.0
 
 def mlflow_ui_command(tracking_uri: str = DEFAULT_TRACKING_URI, *, port: int = DEFAULT_UI_PORT,
                       host: str = DEFAULT_UI_HOST, workers: int = 1) -> list[str]:
-    """The ``mlflow ui`` command line for the project's tracking store."""
+    """The ``mlflow ui`` command line for the project's tracking store, serving this project's app
+    (:mod:`.ui_app`; the command needs :func:`server_env`)."""
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
         raise StudyError(f"no MLflow tracking store at {path}; run dhns-search run first")
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--host", host, "--port", str(port), "--workers", str(workers), "--app-name", APP_NAME,
             "--uvicorn-opts", "--no-access-log"]  # a line per request would bury the links
+
+
+def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the UI's processes: ``base`` (default: this process's) with the plugin of
+    :mod:`.ui_app` first on ``PYTHONPATH``, MLflow's telemetry and job runner off unless ``base`` sets
+    them."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGIN_PATH), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
 
 
 def port_free(host: str, port: int) -> bool:
@@ -124,9 +142,8 @@ class UiServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> UiServer:
-        env = {**os.environ, **(self.env or {})}
-        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-        self.process = subprocess.Popen(self.command, env=env, start_new_session=True)
+        self.process = subprocess.Popen(self.command, env=server_env({**os.environ, **(self.env or {})}),
+                                        start_new_session=True)
         return self
 
     def wait_ready(self, url: str, timeout: float = READY_TIMEOUT) -> bool:

@@ -9,7 +9,9 @@ How MLflow 3's UI decides what to show (read from MLflow 3.17's server bundle):
   ``genai``), else the user's last choice of the sidebar toggle (kept in the browser), else GenAI.  MLflow
   3 releases before that toggle read the experiment tag ``mlflow.experimentKind`` instead
   (``custom_model_development`` = model training), which the experiment header still shows and edits.
-  So a study's experiment gets that tag and every link carries ``workflowType=machine_learning``.
+  So a study's experiment gets that tag, every link carries ``workflowType=machine_learning``, and the
+  page that ``dhns-search ui`` serves stores model training as the browser's choice when it has none
+  (:mod:`.ui_app`): the links inside MLflow's UI (a run's name, Compare) drop the URL parameter.
 - **Saved views.** A view of the runs table (columns, sort, filter, what the charts show) is an experiment
   tag ``mlflow.sharedViewState.<key>`` holding ``{"name", "createdAt", "updatedAt", "state"}``, the state
   as ``deflate;`` + base64 of the zlib-compressed JSON; ``?viewStateShareKey=<key>`` opens it, and the
