@@ -72,7 +72,7 @@ def run_comparison_study(folder: Path, tracking: str, monkeypatch, *, name: str 
     """Run the four-trial study ``name`` (space and warm starts written into ``folder``)."""
     space = write_space(folder, f"{name}.yaml", SPACE, WARM, f"{name}-warm")
     storage = f"sqlite:///{folder / 'studies.db'}"
-    monkeypatch.setattr(runner_mod, "make_pruner", lambda _name: PruneRotateFromStep2())
+    monkeypatch.setattr(runner_mod, "make_pruner", lambda *_: PruneRotateFromStep2())
     opts = RunOptions(space=space, study=name, storage=storage, tracking_uri=tracking, sampler="random",
                       n_trials=len(WARM), enqueue=[str(folder / f"{name}-warm{i}.yaml") for i in range(len(WARM))],
                       **options)

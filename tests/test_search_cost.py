@@ -173,7 +173,7 @@ def test_caps_mark_trials_infeasible_and_picks_skip_them(tmp_path, space, monkey
             return trial.params.get("model.dim") == 32 and (trial.last_step or 0) >= 1
 
     # single objective with a cap at 0.5 s per epoch: C (0.64 s) is infeasible, D is pruned
-    monkeypatch.setattr(runner_mod, "make_pruner", lambda name: PruneDim32())
+    monkeypatch.setattr(runner_mod, "make_pruner", lambda *_: PruneDim32())
     summary = run_study(opts(tmp_path, space, sampler="tpe", max_epoch_seconds=0.5), trainer=fake_train)
     study, _ = open_study("cost", opts(tmp_path, space).storage)
     t = study.trials

@@ -108,7 +108,7 @@ def options_for(tmp_path: Path, space: Path, tracking: str, **kw) -> RunOptions:
 
 
 def test_trial_outcomes_are_recorded_and_the_study_goes_on(tmp_path, outcome_space, tracking, monkeypatch):
-    monkeypatch.setattr(runner_mod, "make_pruner", lambda name: PruneRotateFromStep2())
+    monkeypatch.setattr(runner_mod, "make_pruner", lambda *_: PruneRotateFromStep2())
     warm = [str(tmp_path / f"warm{i}.yaml") for i in range(len(ENQUEUED))]
     summary = run_study(options_for(tmp_path, outcome_space, tracking, n_trials=6, enqueue=warm),
                         trainer=fake_train)
