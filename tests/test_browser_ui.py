@@ -131,7 +131,7 @@ def _rows(page) -> list[tuple[str, str]]:
         name = row.locator('[col-id="attributes.`Run Name`"]')
         if name.count():
             icon = row.locator('[col-id="runDateAndNestInfo"] .anticon')
-            rows.append((int(row.get_attribute("row-index")), name.inner_text().split()[-1],
+            rows.append((int(row.get_attribute("row-index")), name.inner_text().split("\n")[-1].strip(),
                          icon.first.get_attribute("class") if icon.count() else ""))
     return [(name, icon) for _, name, icon in sorted(rows)]
 
@@ -161,7 +161,7 @@ def test_the_printed_link_shows_the_trials_sorted_by_the_objective(ui, page):
     names = [name for name, _ in rows]
     assert names[:2] == [f"trial-{BEST:04d}", "trial-0000"], names  # the best trial first
     icon = dict(rows)
-    assert icon["trial-0001"] == icon["trial-0000"] != icon["trial-0002"]  # pruned looks finished, not failed
+    assert icon["trial-0001 (pruned)"] == icon["trial-0000"] != icon["trial-0002 (failed)"]  # the state in the name
     assert "PRUNED" in body and "FAIL" in body
 
 
@@ -190,7 +190,8 @@ def test_the_trials_view_nests_the_trial_runs_under_the_study_run(ui, page):
     page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOTS / "trials-nested.png"))
     names = [name for name, _ in _rows(page)]
-    assert names[0] == "compare" and sorted(names[1:]) == [f"trial-{n:04d}" for n in range(4)], names
+    assert names[0] == "compare" and sorted(names[1:]) == ["trial-0000", "trial-0001 (pruned)", "trial-0002 (failed)",
+                                                           "trial-0003"], names
 
 
 def test_the_parent_run_holds_the_interactive_plots(ui, page):

@@ -36,7 +36,11 @@ def _space(folder: Path, name: str = "live") -> Path:
     return write_space(folder, f"{name}.yaml", SPACE, WARM[:1], f"{name}-warm")
 
 
-def test_the_live_table_shows_a_running_trial_with_its_epoch_and_last_value():
+def test_the_live_table_shows_a_running_trial_with_its_epoch_of_the_total_its_last_value_and_eta(monkeypatch):
+    from dhns_search.cli import live
+
+    now = [100.0]
+    monkeypatch.setattr(live, "time", SimpleNamespace(monotonic=lambda: now[0]))
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     trial.suggest_float("train.lr", 0.001, 0.1, log=True)
@@ -45,13 +49,18 @@ def test_the_live_table_shows_a_running_trial_with_its_epoch_and_last_value():
     console = Console(record=True, width=160, force_terminal=False)
     table = LiveTable(console)
     with table.watch(run):
-        table.trial_progress(trial.number, 1, None)  # an epoch ended: no value yet
-        table.trial_progress(trial.number, 2, 0.1234)  # an evaluation
-        table.trial_progress(trial.number, 3, None)  # the next epoch keeps the last value
+        table.trial_progress(trial.number, 1, None, 40)  # epoch 1 of 40 ended at t=100: no value, no pace yet
+        now[0] = 110.0
+        table.trial_progress(trial.number, 2, None, 40)  # epoch 2 ended: 10 s an epoch
+        table.trial_progress(trial.number, 2, 0.1234, 40)  # its evaluation: 38 epochs to go, 380 s
+        now[0] = 120.0
+        table.trial_progress(trial.number, 3, None, 40)  # the next epoch keeps the last value
+        now[0] = 125.0
         shown = Console(record=True, width=160)
         shown.print(table.render())
         text = shown.export_text()
-        assert "running" in text and "0.1234 (epoch 3)" in text and "lr=" in text
+        assert "running" in text and "0.1234 (epoch 3/40)" in text and "lr=" in text
+        assert "25s, ETA 6m10s" in text  # 37 epochs to go at 10 s each
         study.tell(trial, 0.2)
         table(study, study.trials[0])
         shown = Console(record=True, width=160)
@@ -59,7 +68,7 @@ def test_the_live_table_shows_a_running_trial_with_its_epoch_and_last_value():
         text = shown.export_text()
         assert "running" not in text and "complete" in text
     # off a terminal (logs, CI): one line per evaluation of a running trial
-    assert console.export_text().splitlines()[0] == "trial 0: running, epoch 2, value 0.1234"
+    assert console.export_text().splitlines()[0] == "trial 0: running, epoch 2/40, value 0.1234, ETA 6m20s"
 
 
 def test_a_run_reports_every_evaluation_of_the_running_trial(tmp_path):
@@ -68,7 +77,9 @@ def test_a_run_reports_every_evaluation_of_the_running_trial(tmp_path):
                          n_trials=1, enqueue=[str(tmp_path / "live-warm0.yaml")]),
               trainer=fake_train, monitor=LiveTable(console))
     lines = console.export_text().splitlines()
-    assert lines[:3] == [f"trial 0: running, epoch {e}, value {0.02 * 10 * e / 3:.4f}" for e in (1, 2, 3)]
+    for e, line in zip((1, 2, 3), lines[:3]):  # the epoch of the trial's 3, then the ETA (from epoch 2 on)
+        assert line.startswith(f"trial 0: running, epoch {e}/3, value {0.02 * 10 * e / 3:.4f}"), line
+        assert ("ETA" in line) == (e > 1), line
     assert lines[3].startswith("trial 0: complete")
 
 

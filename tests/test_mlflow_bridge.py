@@ -8,6 +8,8 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+import math
+
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -74,9 +76,11 @@ def test_fake_trial_events_make_one_parent_and_one_child_per_trial(tracking):
     assert [children[n].info.status for n in range(3)] == ["FINISHED", "FINISHED", "FAILED"]
     assert [children[n].data.tags["dhns.state"] for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
     assert children[1].data.tags["dhns.pruned_epoch"] == "2" and children[1].data.tags["dhns.pruned_value"] == "0.2"
-    assert children[1].data.tags["mlflow.note.content"].startswith("Pruned at epoch 2")
+    assert children[1].data.tags["mlflow.note.content"].startswith("**Pruned** at epoch 2")
     assert children[2].data.tags["dhns.fail_reason"] == "TrainingError: loss is nan"
-    assert children[2].data.tags["mlflow.note.content"] == "Failed: TrainingError: loss is nan"
+    assert children[2].data.tags["mlflow.note.content"] == "**Failed**: TrainingError: loss is nan"
+    # the state next to the number, where the runs table shows it first
+    assert [children[n].info.run_name for n in range(3)] == ["trial-0000", "trial-0001 (pruned)", "trial-0002 (failed)"]
     assert children[0].data.tags["dhns.value"] == "0.3"
 
     # the same param keys in every trial, and the full flattened config (not only sampled params)
@@ -137,6 +141,12 @@ class PruneFromStep(optuna.pruners.BasePruner):
         return trial.last_step is not None and trial.last_step >= self.step
 
 
+def client_metric(tracking: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a metric's history in the order it was logged."""
+    history = MlflowClient(tracking).get_metric_history(run_id, key)
+    return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
+
+
 def test_callback_reports_each_evaluation_and_stops_training_when_pruned(tracking):
     study = optuna.create_study(direction="maximize", pruner=PruneFromStep(2))
     bridge = MlflowBridge(tracking, "pruning", study_uid="uid-p")
@@ -153,8 +163,15 @@ def test_callback_reports_each_evaluation_and_stops_training_when_pruned(trackin
     history.append({"epoch": 2, "eval_seconds": 0.01})
     with pytest.raises(StopTraining, match="pruned at epoch 2"):
         cb.on_evaluation(2, {"mrr_realistic_filtered": 0.25, "hits_at_10_realistic_filtered": 0.5}, history)
-    run.end("PRUNED")
+    assert client_metric(tracking, run.run_id, "objective") == [(1, 0.2), (2, 0.25)]  # the best so far, live
+    assert MlflowClient(tracking).get_run(run.run_id).info.run_name == "trial-0000 (running)"
+    run.end("PRUNED", value=0.25, epoch=2)
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    # pruned: no objective (NaN, after its live values, at the same epoch), and its name says so
+    objective = client_metric(tracking, run.run_id, "objective")
+    assert objective[:2] == [(1, 0.2), (2, 0.25)] and objective[2][0] == 2 and math.isnan(objective[2][1])
+    assert math.isnan(MlflowClient(tracking).get_run(run.run_id).data.metrics["objective"])
+    assert MlflowClient(tracking).get_run(run.run_id).info.run_name == "trial-0000 (pruned)"
 
     frozen = study.trials[0]
     assert frozen.intermediate_values == {1: 0.2, 2: 0.25}
@@ -174,3 +191,26 @@ def test_trial_seeds_are_stable_and_distinct():
     assert len(set(seeds)) == 100 and all(0 <= s < 2**31 for s in seeds)
     assert trial_seed(0, 3) == trial_seed(0, 3) != trial_seed(1, 3)
     assert trial_seed(0, 0) == 1179883768  # stable across processes and versions (sha256, not hash())
+
+
+def test_the_tracker_logs_what_a_table_needs_and_finds_runs_by_their_tags(tracking):
+    from dhns_search.tracking.tracker import Tracker, ordered_params, searched_params
+
+    tracker = Tracker(tracking)
+    experiment = tracker.experiment("interface", description="what the writers use")
+    run = tracker.start_run(experiment, "one", tags={"dhns.role": "trial", "dhns.unset": None}, device="cpu")
+    run.log_metrics({"valid_mrr": 0.2314893199749418, "peak_memory_mb": 571.12890625, "best_epoch": 12,
+                     "train_seconds": 12345.6, "note": "not a number"}, step=3)
+    searched = searched_params({"train.lr": 0.04970288062055332, "model.scorer": "transe", "dhns.levels": [0.0, 0.5],
+                                "negatives.num": 32})
+    assert searched == {"train.lr": "0.0497", "model.scorer": "transe", "dhns.levels": "0.0,0.5", "negatives.num": "32"}
+    run.log_params(ordered_params(searched, {"train.lr": "0.04970288062055332", "train.epochs": "40"},
+                                  space=["train.lr", "model.gamma"]))
+    run.end("FINISHED")
+    found = tracker.find_runs(experiment, {"dhns.role": "trial"})
+    assert [r.run_id for r in found] == [run.run_id] and tracker.find_runs(experiment, {"dhns.role": "replay"}) == []
+    record = found[0]
+    # metrics to 4 significant digits, the integer part kept; integers as they are
+    assert record.metrics == {"valid_mrr": 0.2315, "peak_memory_mb": 571.1, "best_epoch": 12, "train_seconds": 12346}
+    assert list(record.params) == ["train.lr", "model.scorer", "dhns.levels", "negatives.num", "zconfig.train.epochs"]
+    assert "dhns.unset" not in record.tags and record.status == "FINISHED" and record.name == "one"

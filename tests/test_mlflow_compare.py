@@ -12,6 +12,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from mlflow_study import BEST, OUTCOMES, fake_seed_train, run_comparison_study
 from dhns_search.search import trial_data
 from dhns_search.search.export import export_trials, trial_config
 from dhns_search.search.storage import open_study
+from dhns_search.tracking.metrics import rounded
 from dhns_search.tracking.provenance import git_revision
 from dhns_search.tracking.train_runs import train_tracked
 from dhns_search.tracking.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRIALS_VIEW, decode_view
@@ -28,7 +30,8 @@ from dhns_search.tracking.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRI
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 LEAN = {"train_loss", "diffusion_loss", "epoch_seconds", "eval_seconds", "valid_mrr", "valid_hits_at_10",
-        "objective", "best_epoch", "mean_epoch_seconds", "train_seconds", "peak_memory_mb"}
+        "objective", "best_epoch", "best_valid_mrr", "best_valid_hits_at_10", "mean_epoch_seconds", "train_seconds",
+        "peak_memory_mb"}
 SEARCHED = ["train.lr", "model.scorer", "model.gamma"]
 
 
@@ -70,8 +73,18 @@ def test_the_experiment_opens_as_model_training_on_the_leaderboard_view(study, c
 def test_each_trial_logs_the_same_lean_metric_set(runs, client, study, tmp_path):
     for number in (0, 3):
         assert set(runs[number].data.metrics) == LEAN, number
-    assert runs[BEST].data.metrics["objective"] == pytest.approx(study.summary.best_value)
-    assert float(runs[BEST].data.tags["dhns.value"]) == runs[BEST].data.metrics["objective"]
+    # 4 significant digits in MLflow, the exact value in the tag (and the Optuna storage)
+    assert runs[BEST].data.metrics["objective"] == rounded(study.summary.best_value)
+    assert float(runs[BEST].data.tags["dhns.value"]) == study.summary.best_value
+    # the best epoch's metrics, not the last epoch's, next to the objective (trial 0 peaks at its last epoch)
+    assert runs[BEST].data.metrics["best_valid_mrr"] == runs[BEST].data.metrics["objective"]
+    assert runs[BEST].data.metrics["best_valid_hits_at_10"] == rounded(min(1.0, 2 * study.summary.best_value))
+    assert runs[BEST].data.tags["mlflow.note.content"].startswith("**Complete.** Best epoch 3 of 3: valid mrr 0.5")
+    assert not {"dhns.retry_of", "dhns.resumed"} & set(runs[0].data.tags)  # no None tags
+    # while it ran: the best value so far at each evaluation (then the final one)
+    live = client.get_metric_history(runs[0].info.run_id, "objective")
+    assert [(m.step, m.value) for m in sorted(live, key=lambda m: (m.step, m.timestamp))][:3] == [
+        (1, rounded(0.02 * 10 / 3)), (2, rounded(0.02 * 10 * 2 / 3)), (3, 0.2)]
     history = client.get_metric_history(runs[0].info.run_id, "valid_mrr")
     assert [m.step for m in history] == [1, 2, 3]
     assert runs[0].data.tags["dhns.rank_policy"] == "realistic"
@@ -105,13 +118,19 @@ def test_a_pruned_trial_finishes_and_a_failed_one_fails_with_its_reason(runs):
     assert states == OUTCOMES
     pruned, failed = runs[1], runs[2]
     assert pruned.info.status == "FINISHED"
+    # the state next to the number: the first column of the leaderboard tells them apart
+    assert [runs[n].info.run_name for n in range(4)] == ["trial-0000", "trial-0001 (pruned)", "trial-0002 (failed)",
+                                                          "trial-0003"]
     assert pruned.data.tags["dhns.pruned_epoch"] == "2"
     assert float(pruned.data.tags["dhns.pruned_value"]) == pytest.approx(0.01 * 10 * 2 / 3)
-    assert pruned.data.tags["mlflow.note.content"].startswith("Pruned at epoch 2 (mrr_realistic_filtered 0.0667)")
-    assert "objective" not in pruned.data.metrics  # it never finished: no objective to rank it by
+    assert pruned.data.tags["mlflow.note.content"] == ("**Pruned** at epoch 2 (its mrr_realistic_filtered was "
+                                                       "0.0667): the pruner stopped it, so it has no objective.")
+    # its best value so far while it ran, then NaN: no objective to rank it by (sorted after every value)
+    assert math.isnan(pruned.data.metrics["objective"])
     assert failed.info.status == "FAILED"
     assert "loss is nan" in failed.data.tags["dhns.fail_reason"]
-    assert failed.data.tags["mlflow.note.content"].startswith("Failed: ") and "nan" in failed.data.tags[
+    assert "objective" not in failed.data.metrics  # it failed before its first evaluation
+    assert failed.data.tags["mlflow.note.content"].startswith("**Failed**: ") and "nan" in failed.data.tags[
         "mlflow.note.content"]
     assert all(runs[n].info.status == "FINISHED" for n in (0, 3)) and runs["parent"].info.status == "FINISHED"
 
@@ -160,7 +179,7 @@ def test_trial_records_stay_out_of_the_user_attributes_and_export_still_replays(
     assert cfg.provenance["mlflow_run_id"] == runs[BEST].info.run_id
 
 
-def test_a_replay_is_logged_next_to_its_trial(study, runs, client, tmp_path, monkeypatch):
+def test_a_replay_is_logged_under_its_trial_and_each_links_to_the_other(study, runs, client, tmp_path, monkeypatch):
     import dhns_search.training.runs as runs_mod
 
     monkeypatch.setattr(runs_mod, "train", fake_seed_train)
@@ -172,11 +191,29 @@ def test_a_replay_is_logged_next_to_its_trial(study, runs, client, tmp_path, mon
     by_id = {r.info.run_id: r for r in replays}
     assert set(by_id) == {*tracked.run_ids, tracked.summary_run_id}
     first = by_id[tracked.run_ids[0]]
-    assert first.data.tags["dhns.replay_of"] == runs[BEST].info.run_id
+    trial_id = runs[BEST].info.run_id
+    assert first.data.tags["dhns.replay_of"] == trial_id
+    # nested: the seeds under the summary run, the summary under the trial's run
     assert first.data.tags["mlflow.parentRunId"] == tracked.summary_run_id
+    assert by_id[tracked.summary_run_id].data.tags["mlflow.parentRunId"] == trial_id
+    assert first.info.run_name == f"trial-{BEST:04d} replay (seed {cfg.seed})"
+    assert by_id[tracked.summary_run_id].info.run_name == f"trial-{BEST:04d} replay (2 seeds)"
     assert first.data.tags["dhns.state"] == "REPLAY" and first.data.tags["dhns.trial_number"] == str(BEST)
+    link = f"[trial {BEST}](#/experiments/{study.summary.experiment_id}/runs/{trial_id})"
+    assert first.data.tags["mlflow.note.content"].startswith(f"Replay of {link} of study {study.name}, seed ")
     assert "reproduced exactly" in first.data.tags["mlflow.note.content"]
-    assert first.data.metrics["objective"] == summary.results[0].best_value == study.summary.best_value
+    assert first.data.tags["dhns.reproduction"] == "reproduced exactly"
+    assert summary.results[0].best_value == study.summary.best_value
+    assert first.data.metrics["objective"] == rounded(study.summary.best_value)
+    # the trial's page lists its replays, each a link to its run
+    trial = client.get_run(trial_id)
+    text = trial.data.tags["mlflow.note.content"]
+    assert text.startswith("**Complete.**") and "\n\n**Replays**\n\n" in text
+    for run_id in tracked.run_ids:
+        seed = by_id[run_id].data.tags["dhns.seed"]
+        assert f"- [trial-{BEST:04d} replay (seed {seed})](#/experiments/{study.summary.experiment_id}/runs/{run_id})" \
+            in text
+    assert set(trial.data.tags["dhns.replays"].split(",")) == set(by_id)
     assert first.data.metrics["test_mrr"] == pytest.approx(0.25 + cfg.seed % 7 / 100)
     assert list(first.data.params)[:2] == ["train.lr", "model.scorer"]
     assert first.inputs.dataset_inputs[0].dataset.digest == runs[BEST].inputs.dataset_inputs[0].dataset.digest

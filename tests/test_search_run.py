@@ -359,7 +359,8 @@ def test_ui_starts_mlflow_on_the_project_store(tmp_path, monkeypatch):
     (tmp_path / "mlruns" / "mlflow.db").write_bytes(b"")
     cmd = ui_server.mlflow_ui_command("sqlite:///mlruns/mlflow.db", port=5077)
     assert cmd[2:] == ["mlflow", "ui", "--backend-store-uri", "sqlite:///mlruns/mlflow.db", "--host", "127.0.0.1",
-                       "--port", "5077", "--workers", "1", "--uvicorn-opts", "--no-access-log"]
+                       "--port", "5077", "--workers", "1", "--app-name", "dhns-search", "--uvicorn-opts",
+                       "--no-access-log"]
 
 
 # ------------------------------------------------------------------------ end to end, real trainer

@@ -68,7 +68,7 @@ class ComparisonTracker:
         """Log a finished arm-seed run as a child of the comparison (once)."""
         from dhns_search.config.flat import flatten_config
         from dhns_search.tracking.metrics import rank_policy
-        from dhns_search.tracking.tracker import ordered_params
+        from dhns_search.tracking.tracker import ordered_params, searched_params
 
         if not record.done or self.tracker.find_runs(self.experiment, {
                 "mlflow.parentRunId": self.parent, "dhns.arm": record.arm, "dhns.seed": record.seed}, limit=1):
@@ -80,7 +80,7 @@ class ComparisonTracker:
                                      tags={"dhns.arm": record.arm, "dhns.seed": str(record.seed), "dhns.role": "arm"},
                                      description=self.comparison.spec.arms[record.arm].description)
         overrides = {**self.comparison.spec.set, **self.comparison.spec.arms[record.arm].set}
-        run.log_params(ordered_params({k: str(v) for k, v in overrides.items()}, flatten_config(cfg)))
+        run.log_params(ordered_params(searched_params(overrides), flatten_config(cfg)))
         policy = rank_policy(cfg.train.metric)
         short = {m: m.removesuffix(f"_{policy}_filtered") for m in _rank_metrics(record, policy)}
         for row in record.history:

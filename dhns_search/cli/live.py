@@ -1,6 +1,6 @@
 """What ``dhns-search run`` shows while trials run: the live table of trials (running ones with their
-current epoch and last validation value, then finished ones), and a log filter that keeps Optuna from
-printing a traceback for an expected trial failure.
+epoch out of their total, last validation value and the time they still need, then finished ones), and a
+log filter that keeps Optuna from printing a traceback for an expected trial failure.
 
 Also :func:`details_log`: what the tracking store's client logs when it fails (MLflow's error records
 with their tracebacks, SQLAlchemy's statements, urllib3's retries) goes to a log file instead of the
@@ -48,15 +48,39 @@ class _Running:
     value: float | None  # the last validation value (None before the first evaluation)
     since: float  # time.monotonic() of its first report
     params: dict[str, Any]
+    total: int | None = None  # the epochs it runs at most (train.epochs)
+    first_epoch: int = 0  # the epoch of its first report (a resumed trial starts late)
+    epoch_at: float = 0.0  # time.monotonic() of its latest epoch report
+
+    def eta(self) -> float | None:
+        """Seconds until its last epoch at the pace of the epochs seen so far (None: not known yet)."""
+        done = self.epoch - self.first_epoch
+        if self.total is None or done <= 0:
+            return None
+        return (self.epoch_at - self.since) / done * max(0, self.total - self.epoch)
+
+    def epochs(self) -> str:
+        return f"{self.epoch}/{self.total}" if self.total else str(self.epoch)
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class LiveTable:
     """Shows trials as they run and as they end (a :class:`~dhns_search.search.runner.Monitor`).
 
     On a terminal: a live rich table (the last ``max_rows`` finished trials, then the running ones with
-    their epoch and last validation value; the first ``max_params`` parameters in sampling order).
-    Elsewhere (logs, CI): one line per evaluation of a running trial and one per finished trial with every
-    parameter.  ``enabled=False`` (``--no-live``) shows nothing.
+    their epoch out of their total, last validation value, time so far and the time they still need at
+    the pace of their epochs so far; the first ``max_params`` parameters in sampling order).  Elsewhere
+    (logs, CI): one line per evaluation of a running trial (the same facts) and one per finished trial
+    with every parameter.  ``enabled=False`` (``--no-live``) shows nothing.
     """
 
     def __init__(self, console: Console, *, max_rows: int = 20, max_params: int = 8, enabled: bool = True) -> None:
@@ -141,8 +165,10 @@ class LiveTable:
             running = sorted(self.running.items())
         for number, now in running:
             value = "-" if now.value is None else f"{now.value:.4f}"
-            table.add_row(str(number), Text("running", style=_STATE_STYLE["RUNNING"]), f"{value} (epoch {now.epoch})",
-                          "-", f"{time.monotonic() - now.since:.0f}s",
+            eta = now.eta()
+            table.add_row(str(number), Text("running", style=_STATE_STYLE["RUNNING"]),
+                          f"{value} (epoch {now.epochs()})", "-",
+                          _duration(time.monotonic() - now.since) + ("" if eta is None else f", ETA {_duration(eta)}"),
                           self._params_of(now.params, self.max_params))
         hidden = len(self.rows) - self.max_rows
         parts: list[Any] = [table]
@@ -157,20 +183,27 @@ class LiveTable:
         running = self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return next((dict(t.params) for t in running if t.number == number), {})
 
-    def trial_progress(self, number: int, epoch: int, value: float | None) -> None:
-        """A running trial finished an epoch (``value`` None) or an evaluation (its validation value)."""
+    def trial_progress(self, number: int, epoch: int, value: float | None, total: int | None = None) -> None:
+        """A running trial finished an epoch (``value`` None) or an evaluation (its validation value);
+        ``total`` is the number of epochs it runs at most."""
         with self._lock:
             now = self.running.get(number)
+            clock = time.monotonic()
             if now is None:
-                now = self.running[number] = _Running(epoch, None, time.monotonic(), self._sampled(number))
+                now = self.running[number] = _Running(epoch, None, clock, self._sampled(number), total, epoch, clock)
+            if value is None and epoch > now.epoch:
+                now.epoch_at = clock
             now.epoch = epoch
+            now.total = total or now.total
             now.value = now.value if value is None else value
+            eta = now.eta()
         if not self.enabled:
             return
         if self._live is not None:
             self._live.update(self.render())
         elif value is not None:
-            self.console.print(f"trial {number}: running, epoch {epoch}, value {value:.4f}", highlight=False,
+            self.console.print(f"trial {number}: running, epoch {now.epochs()}, value {value:.4f}"
+                               + ("" if eta is None else f", ETA {_duration(eta)}"), highlight=False,
                                markup=False, soft_wrap=True)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

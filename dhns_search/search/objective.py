@@ -56,7 +56,7 @@ from dhns_search.search import trial_data
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import SearchSpace, flatten_config, suggest
-from dhns_search.search.space.encoding import format_value, short_values
+from dhns_search.search.space.encoding import short_values
 from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
 from dhns_search.search.trial_folder import INTERRUPTED, TrialFolder
 from dhns_search.search.urls import display_url
@@ -69,8 +69,9 @@ if TYPE_CHECKING:
 __all__ = ["TRACKING_FAILED", "WRITE_FAILED", "Objective", "Progress", "TrialCallback", "TrialFailed", "is_tracking_failure",
            "is_trial_failure"]
 
-#: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch)
-Progress = Callable[[int, int, "float | None"], None]
+#: told of a running trial: (trial number, epoch, validation value at an evaluation; None after an epoch,
+#: epochs it runs at most)
+Progress = Callable[[int, int, "float | None", "int | None"], None]
 
 #: how the CPU allocator says it is out of memory (a plain ``RuntimeError``; Linux, then Windows wording)
 _CPU_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
@@ -149,12 +150,13 @@ class TrialCallback:
     """
 
     def __init__(self, trial: optuna.Trial, metric: str, run: TrialRun | None = None, *,
-                 report: bool = True, progress: Progress | None = None) -> None:
+                 report: bool = True, progress: Progress | None = None, epochs: int | None = None) -> None:
         self.trial = trial
         self.metric = metric
         self.run = run
         self.report = report
         self.progress = progress
+        self.epochs = epochs  # train.epochs: what the live table counts towards
         self.last_epoch = 0
         self.first_epoch: int | None = None  # the first epoch this process trained (a resumed run: > 1)
         self.best: float | None = None
@@ -176,7 +178,7 @@ class TrialCallback:
         if self.run is not None:
             self.run.log_metrics(stats, step=epoch)
         if self.progress is not None:
-            self.progress(self.trial.number, epoch, None)
+            self.progress(self.trial.number, epoch, None, self.epochs)
 
     def on_evaluation(self, epoch: int, metrics: dict[str, float], history: list[dict]) -> None:
         value = float(metrics[self.metric])
@@ -186,8 +188,10 @@ class TrialCallback:
         if self.run is not None:
             last = history[-1] if history else {}
             self.run.log_validation(metrics, step=epoch, eval_seconds=last.get("eval_seconds"))
+            if self.best is not None:
+                self.run.log_progress(self.best, step=epoch)  # the leaderboard's objective while it runs
         if self.progress is not None:
-            self.progress(self.trial.number, epoch, value)
+            self.progress(self.trial.number, epoch, value, self.epochs)
         if not self.report:
             return
         self.trial.report(value, step=epoch)
@@ -354,10 +358,11 @@ class Objective:
             self.bridge.close_retried(folder.retry_of, trial.number)
         # The same keys for every trial: the defaults filled in, even when validation fails later.
         flat = flatten_config(deep_merge(RunConfig().model_dump(mode="json"), data))
+        from dhns_search.tracking.tracker import searched_params
+
         tags = {"dhns.seed": seed, "dhns.sampled": ",".join(sampled), "dhns.device": folder.device,
                 "dhns.retry_of": folder.retry_of, "dhns.resumed": "true" if folder.resume else None}
-        searched = {name: format_value(value) for name, value in sampled.items()}
-        run = self.bridge.start_trial(trial.number, flat, tags, searched=searched)
+        run = self.bridge.start_trial(trial.number, flat, tags, searched=searched_params(sampled))
         trial.set_user_attr("mlflow_run_id", run.run_id)
         return run
 
@@ -369,7 +374,7 @@ class Objective:
         if run is not None:
             run.log_text(dump_yaml(cfg), "config.yaml")
         out.callback = TrialCallback(trial, cfg.train.metric, run, report=len(self.objectives) <= 1,
-                                     progress=self.progress)
+                                     progress=self.progress, epochs=cfg.train.epochs)
         memory = PeakMemory(cuda=self._uses_cuda(cfg))
         t_train = time.perf_counter()
         try:
@@ -425,7 +430,7 @@ class Objective:
             run.log_result(values[primary_index(self.objectives)], best_epoch=int(result.best_epoch),
                            values={s.label: v for s, v in zip(self.objectives, values)},
                            result={"best_epoch": result.best_epoch, "best_valid": best_valid,
-                                   "history": result.history})
+                                   "history": result.history}, best_valid=best_valid)
             if len(values) > 1:
                 run.set_tags({"dhns.values": ", ".join(
                     f"{s.name}={v!r}" for s, v in zip(self.objectives, values))})

@@ -13,19 +13,32 @@ directions together and per direction: 30 numbers per evaluation.  A run logs th
 
 ``full`` (``run --mlflow-metrics full``) logs every validation metric under ``valid_<full name>`` as
 well; the full breakdown of the best epoch is in every run's ``result.json`` artifact in any case.
+
+A completed run also logs the lean set of its **best epoch** (the epoch whose checkpoint is kept and whose
+``train.metric`` is the objective) as ``best_valid_<name>``: the last value of a ``valid_*`` curve is the
+last epoch's, which is not what the objective reports.
+
+Every metric is logged to :data:`DIGITS` significant digits (:func:`rounded`): what a table or a chart
+shows; the exact values are in ``result.json`` and in the Optuna storage.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["METRIC_SETS", "RANK_BASES", "name_metrics", "objective_title", "rank_policy", "validation_metrics"]
+__all__ = ["BEST_PREFIX", "DIGITS", "METRIC_SETS", "RANK_BASES", "best_validation_metrics", "name_metrics",
+           "objective_title", "rank_policy", "rounded", "validation_metrics"]
 
 METRIC_SETS = ("lean", "full")
 RANK_BASES = ("mrr", "mr", "hits_at_1", "hits_at_3", "hits_at_10")
+#: significant digits of a logged metric (the integer part is always kept)
+DIGITS = 4
+#: the best epoch's validation metrics: ``best_valid_mrr`` ...
+BEST_PREFIX = "best_"
 _FULL_NAME = re.compile(r"^(?:head_|tail_)?(?:mrr|mr|hits_at_\d+)_(?P<policy>optimistic|pessimistic|realistic)"
                         r"_filtered$")
 
@@ -52,6 +65,19 @@ def validation_metrics(metrics: Mapping[str, Any], policy_metric: str, *, metric
     if metric_set == "full":
         out.update({f"valid_{k}": float(v) for k, v in metrics.items() if _number(v)})
     return out
+
+
+def best_validation_metrics(best_valid: Mapping[str, Any], policy_metric: str) -> dict[str, float]:
+    """The lean set of the best epoch's validation metrics as ``best_valid_<name>``."""
+    return {BEST_PREFIX + k: v for k, v in validation_metrics(best_valid, policy_metric).items()}
+
+
+def rounded(value: float, digits: int = DIGITS) -> float:
+    """``value`` to ``digits`` significant digits, keeping its integer part (0.2314893 -> 0.2315, 571.1289 ->
+    571.1, 12345.6 -> 12346.0); integers, NaN and infinities unchanged."""
+    if not math.isfinite(value) or value == 0 or float(value).is_integer():
+        return value
+    return round(value, max(0, digits - 1 - math.floor(math.log10(abs(value)))))
 
 
 def objective_title(spec: Any) -> str:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dhns_search.tracking.metrics import rank_policy, validation_metrics
+from dhns_search.tracking.metrics import RANK_BASES, best_validation_metrics, rank_policy, validation_metrics
 from dhns_search.tracking.provenance import DatasetSummary, dataset_summary, run_provenance
 from dhns_search.tracking.tracker import DESCRIPTION_TAG, RunLog, Tracker, ordered_params
 from dhns_search.tracking.views import OBJECTIVE_METRIC, study_view_tags
@@ -44,6 +45,7 @@ __all__ = [
     "StudyDescription",
     "TrialRun",
     "objective_metrics",
+    "trial_run_name",
 ]
 
 #: Optuna trial state -> MLflow run status.  A pruned trial ran as the pruner meant it to: FINISHED.
@@ -54,6 +56,28 @@ MLFLOW_STATUS = {
     "INTERRUPTED": "KILLED",  # Ctrl-C: Optuna records FAIL, MLflow says the run was killed
     "RUNNING": "RUNNING",
 }
+
+
+#: what a trial's run name says after its number, by state (a completed trial's name is the bare number)
+_NAME_STATE = {"RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed", "INTERRUPTED": "interrupted"}
+
+
+def trial_run_name(number: int, state: str | None = None) -> str:
+    """``trial-0007``, or ``trial-0007 (pruned)``: the state next to the number, so that the first column of
+    the runs table tells a pruned, failed or running trial from a completed one."""
+    suffix = _NAME_STATE.get(state or "")
+    return f"trial-{number:04d}" + (f" ({suffix})" if suffix else "")
+
+
+def best_summary(best_valid: Mapping[str, Any], policy_metric: str) -> str:
+    """``mrr 0.2315, mr 10.98, hits@1 0.125 ...``: the lean metrics of an epoch, in words."""
+    policy = rank_policy(policy_metric)
+    parts = []
+    for base in RANK_BASES:
+        value = best_valid.get(f"{base}_{policy}_filtered")
+        if isinstance(value, (int, float)):
+            parts.append(f"{base.replace('_at_', '@')} {value:.4g}")
+    return ", ".join(parts)
 
 
 def objective_metrics(value: float | None, values: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -93,13 +117,32 @@ class TrialRun:
             logged["eval_seconds"] = eval_seconds
         self.log_metrics(logged, step)
 
+    def log_progress(self, best: float, step: int) -> None:
+        """While the trial runs: ``objective`` = the best validation value so far (the run is RUNNING, its
+        name says so), so the leaderboard has its objective column from the first evaluation on."""
+        self.log_metrics({OBJECTIVE_METRIC: best}, step)
+
     def log_result(self, value: float | None, *, best_epoch: int, values: Mapping[str, float] | None = None,
-                   result: Mapping[str, Any] | None = None) -> None:
-        """The trial's outcome: ``objective`` (and ``objective.<label>`` with several objectives) and
-        ``best_epoch`` at step = best epoch; ``result`` (the full validation breakdown ...) as result.json."""
-        self.log_metrics({**objective_metrics(value, values), "best_epoch": best_epoch}, step=best_epoch)
+                   result: Mapping[str, Any] | None = None, best_valid: Mapping[str, Any] | None = None) -> None:
+        """The trial's outcome: ``objective`` (and ``objective.<label>`` with several objectives),
+        ``best_epoch`` and the best epoch's lean validation metrics ``best_valid_*`` at step = best epoch,
+        and a description that says them; ``result`` (the full validation breakdown ...) as result.json."""
+        best = best_validation_metrics(best_valid or {}, self.policy_metric)
+        self.log_metrics({**objective_metrics(value, values), "best_epoch": best_epoch, **best}, step=best_epoch)
         if result is not None:
             self.log_text(json.dumps(result, indent=1, default=str), "result.json")
+        history = (result or {}).get("history") or []
+        last = history[-1].get("epoch") if history else None
+        text = f"**Complete.** Best epoch {best_epoch}" + (f" of {last}" if last else "")
+        if best_valid:
+            text += (f": valid {best_summary(best_valid, self.policy_metric)} (`best_valid_*`, "
+                     f"{rank_policy(self.policy_metric)} ranks); the `valid_*` curves run to epoch {last or best_epoch}.")
+        if values and len(values) > 1:
+            text += " Objectives: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()) + "."
+        self.describe(text)
+
+    def describe(self, markdown: str) -> None:
+        self.run.describe(markdown)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         self.run.log_params(params)
@@ -119,19 +162,31 @@ class TrialRun:
         if state == "PRUNED":
             tags["dhns.pruned_epoch"] = epoch
             tags["dhns.pruned_value"] = repr(float(value)) if has_value else None
-            shown = f" ({self.policy_metric} {value:.4f})" if has_value else ""
+            shown = f" (its {self.policy_metric} was {value:.4f})" if has_value else ""
             at = "" if epoch is None else f" at epoch {epoch}"
-            tags[DESCRIPTION_TAG] = f"Pruned{at}{shown}: {reason or 'the pruner stopped it'}"
+            tags[DESCRIPTION_TAG] = f"**Pruned**{at}{shown}: the pruner stopped it, so it has no objective."
             tags["dhns.reason"] = reason
         elif state in ("FAIL", "INTERRUPTED") and reason:
             tags["dhns.fail_reason"] = reason
-            tags[DESCRIPTION_TAG] = f"{'Failed' if state == 'FAIL' else 'Interrupted'}: {reason}"
+            tags[DESCRIPTION_TAG] = f"**{'Failed' if state == 'FAIL' else 'Interrupted'}**: {reason}"
         elif has_value:
             tags["dhns.value"] = repr(float(value))
         try:
             self.set_tags(tags)
+            if state != "COMPLETE":
+                self._no_objective()
+            if self.number >= 0:
+                self.run.rename(trial_run_name(self.number, state))
         finally:  # a store that takes no more tags may still end the run: not left RUNNING
             self.run.end(MLFLOW_STATUS.get(state, "FAILED"))
+
+    def _no_objective(self) -> None:
+        """A trial that did not complete has no objective: the best value so far that it logged while
+        running (:meth:`log_progress`) is followed by NaN, which the leaderboard sorts after every value."""
+        last = self.run.last_logged(OBJECTIVE_METRIC)
+        if last is not None:
+            step, at = last
+            self.run.log_metrics({OBJECTIVE_METRIC: math.nan}, step, timestamp_ms=max(at + 1, int(time.time() * 1000)))
 
 
 @dataclass
@@ -281,9 +336,11 @@ class MlflowBridge:
     # ------------------------------------------------------------------------------ trial level
     def start_trial(self, number: int, params: Mapping[str, str], tags: Mapping[str, Any] | None = None, *,
                     searched: Mapping[str, str] | None = None) -> TrialRun:
-        """Create the child run of trial ``number`` with its provenance and dataset.  ``params`` is the
-        flattened configuration; with ``searched`` (parameter name -> value as text) the searched parameters
-        come first and the rest goes under :data:`~.tracker.CONFIG_PREFIX` (:func:`~.tracker.ordered_params`)."""
+        """Create the child run of trial ``number`` (named ``trial-0007 (running)`` until it ends) with its
+        provenance and dataset; a tag whose value is None is left out.  ``params`` is the flattened
+        configuration; with ``searched`` (parameter name -> value as text, :func:`~.tracker.searched_params`)
+        the searched parameters come first and the rest follows under :data:`~.tracker.CONFIG_PREFIX`
+        (:func:`~.tracker.ordered_params`)."""
         assert self.experiment_id is not None
         parent = self._require_parent()
         all_tags = {
@@ -292,9 +349,9 @@ class MlflowBridge:
             "dhns.role": "trial",
             "dhns.trial_number": str(number),
             "dhns.state": "RUNNING",
-            **{k: str(v) for k, v in (tags or {}).items()},
+            **{k: str(v) for k, v in (tags or {}).items() if v is not None},
         }
-        run_id = self.tracker.start_run(self.experiment_id, f"trial-{number:04d}", tags=all_tags,
+        run_id = self.tracker.start_run(self.experiment_id, trial_run_name(number, "RUNNING"), tags=all_tags,
                                         provenance=self.provenance(), dataset=self._dataset, parent=parent).run_id
         child = TrialRun(self.tracker, run_id, number, policy_metric=self.about.metric,
                          metric_set=self.about.metric_set)

@@ -27,7 +27,9 @@ from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from dhns_search.config.flat import format_value
 from dhns_search.files import sqlite_path
+from dhns_search.tracking.metrics import rounded
 from dhns_search.tracking.provenance import DatasetSummary, dataset_summary, run_provenance
 from dhns_search.tracking.store import open_store
 from dhns_search.tracking.views import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
@@ -40,6 +42,7 @@ __all__ = [
     "Tracker",
     "artifact_root_for",
     "ordered_params",
+    "searched_params",
 ]
 
 #: the description of a run or an experiment (markdown, shown at the top of its page)
@@ -65,13 +68,21 @@ def artifact_root_for(uri: str) -> Path:
     return Path("mlruns/artifacts").resolve()
 
 
+def searched_params(values: Mapping[str, Any]) -> dict[str, str]:
+    """The searched (or overridden) values as params to read in a table: a float to 4 significant digits
+    (``0.04970288`` -> ``0.0497``), anything else as the configuration writes it."""
+    return {name: format_value(rounded(v) if isinstance(v, float) else v) for name, v in values.items()}
+
+
 def ordered_params(searched: Mapping[str, str], config: Mapping[str, str], *,
                    space: Sequence[str] = ()) -> dict[str, str]:
-    """The params of a run: the searched parameters first, by their names in the space, then every other
-    field of the flattened configuration under :data:`CONFIG_PREFIX` (so they sort after them too).
+    """The params of a run: the searched parameters first (:func:`searched_params`), by their names in the
+    space, then every other field of the flattened configuration under :data:`CONFIG_PREFIX` (so they sort
+    after them too).
 
     ``space`` names every parameter of the space: a conditional one that this run did not sample is
-    logged neither way, so every run of a study has the same ``zconfig.`` keys."""
+    logged neither way, so every run of a study has the same ``zconfig.`` keys (and the Compare page no
+    field twice).  The exact values of all of them are in the run's ``config.yaml``."""
     out = {name: str(value) for name, value in searched.items()}
     skip = set(searched) | set(space)
     out.update({CONFIG_PREFIX + key: value for key, value in config.items() if key not in skip})
@@ -101,11 +112,12 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     experiment_id: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # each metric's latest value
 
     @classmethod
     def of(cls, run: Any) -> RunRecord:
         return cls(run.info.run_id, run.info.run_name or "", run.info.status, run.info.start_time,
-                   dict(run.data.tags), dict(run.data.params), run.info.experiment_id)
+                   dict(run.data.tags), dict(run.data.params), run.info.experiment_id, dict(run.data.metrics))
 
 
 class RunLog:
@@ -124,10 +136,11 @@ class RunLog:
         for i in range(0, len(items), _PARAM_BATCH):
             self._client.log_batch(self.run_id, params=items[i : i + _PARAM_BATCH])
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Log the numeric values of ``metrics`` at ``step`` (non-numbers are skipped)."""
-        ts = _now_ms()
-        items = [Metric(key, float(v), ts, int(step)) for key, v in metrics.items()
+    def log_metrics(self, metrics: Mapping[str, Any], step: int, *, timestamp_ms: int | None = None) -> None:
+        """Log the numeric values of ``metrics`` at ``step`` (non-numbers are skipped), each to 4 significant
+        digits (:func:`~.metrics.rounded`)."""
+        ts = _now_ms() if timestamp_ms is None else timestamp_ms
+        items = [Metric(key, rounded(float(v)), ts, int(step)) for key, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
         for i in range(0, len(items), _METRIC_BATCH):
             self._client.log_batch(self.run_id, metrics=items[i : i + _METRIC_BATCH])
@@ -140,6 +153,15 @@ class RunLog:
     def describe(self, markdown: str) -> None:
         """The run's description (markdown, shown at the top of its page)."""
         self._client.set_tag(self.run_id, DESCRIPTION_TAG, markdown)
+
+    def rename(self, name: str) -> None:
+        """The run's name (the first column of the runs table)."""
+        self._client.update_run(self.run_id, name=name)
+
+    def last_logged(self, key: str) -> tuple[int, int] | None:
+        """``(step, timestamp in ms)`` of the metric ``key``'s latest value (None: never logged)."""
+        history = self._client.get_metric_history(self.run_id, key)
+        return max(((m.step, m.timestamp) for m in history), default=None)
 
     def log_text(self, text: str, name: str) -> None:
         """``text`` as the artifact ``name`` (a path inside the run's artifacts)."""

@@ -4,10 +4,12 @@ A run is logged when ``--tracking-uri`` is given, or when the configuration is a
 (``provenance.study``; then into the default tracking store unless ``--tracking-uri`` says otherwise;
 ``--tracking-uri none`` logs nothing):
 
-- the experiment is the study's (an export) or the config's name; a replay's runs carry the tags
-  ``dhns.role=replay``, ``dhns.state=REPLAY``, ``dhns.replay_of`` (the trial's MLflow run id),
-  ``dhns.study`` and ``dhns.trial_number``, and a description that says whether the trial's validation
-  value was reproduced;
+- the experiment is the study's (an export) or the config's name; a replay's runs are nested under the
+  trial's run (under the study's parent run when the trial's run is not in this store), named after the
+  trial (``trial-0007 replay (seed 42)``), and carry the tags ``dhns.role=replay``, ``dhns.state=REPLAY``,
+  ``dhns.replay_of`` (the trial's MLflow run id), ``dhns.study``, ``dhns.trial_number`` and
+  ``dhns.reproduction``, and a description that links to the trial's run and says whether its validation
+  value was reproduced; the trial's description then lists its replays, each a link to its run;
 - one run per seed (params: the trial's searched parameters first when the trial's run is found, then
   the configuration under ``zconfig.``; metrics: the trial's lean set per epoch, ``objective`` = the best
   validation value, ``test_*`` of the configured rank policy; artifacts ``config.yaml``, ``result.json``),
@@ -34,6 +36,9 @@ from dhns_search.tracking.metrics import RANK_BASES, rank_policy
 from dhns_search.tracking.store import DEFAULT_TRACKING_URI
 
 __all__ = ["TrackedRuns", "tracking_target", "train_tracked"]
+
+#: the section of a trial's description that lists its replays
+_REPLAYS = "**Replays**"
 
 
 @dataclass
@@ -96,17 +101,33 @@ class _ReplayLogger:
         self.trial_run = self._trial_run()
         self.runs.replay_of = self.trial_run.run_id if self.trial_run is not None else None
         self.provenance = run_provenance(cfg.device, source="dhns-search train")
+        #: where the runs nest: the trial's run, else the study's parent run, else nowhere
+        self.home = self.runs.replay_of or self._study_parent()
         if seeds > 1:
-            self.runs.summary_run_id = self._start(f"{self._stem}-{seeds}-seeds", "REPLAY" if self.replay else "TRAIN")
+            self.runs.summary_run_id = self._start(self._name(f"{seeds} seeds"), "REPLAY" if self.replay else "TRAIN",
+                                                   parent=self.home)
 
     @property
     def replay(self) -> bool:
         return bool(self.prov.get("study"))
 
-    @property
-    def _stem(self) -> str:
-        return f"replay-trial-{int(self.prov['trial']):04d}" if self.replay and self.prov.get("trial") is not None \
-            else "train"
+    def _name(self, what: str) -> str:
+        """``trial-0007 replay (seed 42)``, ``train (seed 42)``."""
+        trial = self.prov.get("trial") if self.replay else None
+        return (f"trial-{int(trial):04d} replay" if trial is not None else "replay" if self.replay else "train") + \
+            f" ({what})"
+
+    def _study_parent(self) -> str | None:
+        """The study's parent run (a replay whose trial's run is not in this store is nested there)."""
+        if not self.replay:
+            return None
+        found = self.tracker.find_runs(self.runs.experiment_id, {"dhns.role": "parent",
+                                                                 "dhns.study": self.prov.get("study")})
+        return found[-1].run_id if found else None
+
+    def _link(self, run_id: str, text: str) -> str:
+        """A markdown link to a run's page (relative: the UI's own address)."""
+        return f"[{text}](#/experiments/{self.runs.experiment_id}/runs/{run_id})"
 
     def _trial_run(self) -> Any:
         """The MLflow run of the exported trial (by its id, else by its study and number), or None."""
@@ -155,13 +176,14 @@ class _ReplayLogger:
             at += result.seconds
         if self.runs.summary_run_id:
             self._log_summary(summary)
+        self.link_trial()
 
     def _log_seed(self, result: Any, start_ms: int) -> str:
         from dhns_search.tracking.study import TrialRun
 
         seed = result.config.seed
-        run_id = self._start(f"{self._stem}-seed-{seed}", "REPLAY" if self.replay else "TRAIN",
-                             parent=self.runs.summary_run_id, seed=seed, start_ms=start_ms)
+        run_id = self._start(self._name(f"seed {seed}"), "REPLAY" if self.replay else "TRAIN",
+                             parent=self.runs.summary_run_id or self.home, seed=seed, start_ms=start_ms)
         run = TrialRun(self.tracker, run_id, -1, policy_metric=self.cfg.train.metric)
         for record in result.history:
             epoch = int(record["epoch"])
@@ -169,11 +191,13 @@ class _ReplayLogger:
             run.log_validation(record.get("valid", {}), step=epoch)
         run.log_result(result.best_value, best_epoch=int(result.best_epoch),
                        result={"best_epoch": result.best_epoch, "best_valid": result.best_valid,
-                               "test": result.test, "history": result.history})
+                               "test": result.test, "history": result.history}, best_valid=result.best_valid)
         run.log_metrics(self._test_metrics(result.test or {}) | {"train_seconds": result.seconds},
                         step=int(result.best_epoch))
         run.log_text(dump_yaml(result.config), "config.yaml")
-        run.run.describe(self._verdict(result.best_value, seed))
+        verdict, reproduction = self._verdict(result.best_value, seed)
+        run.set_tags({"dhns.reproduction": reproduction})
+        run.run.describe(verdict)
         run.run.end("FINISHED", end_ms=start_ms + int(result.seconds * 1000))
         return run_id
 
@@ -182,17 +206,48 @@ class _ReplayLogger:
         return {f"test_{b}": float(test[f"{b}_{policy}_filtered"]) for b in RANK_BASES
                 if f"{b}_{policy}_filtered" in test}
 
-    def _verdict(self, value: float, seed: int) -> str:
+    def _verdict(self, value: float, seed: int) -> tuple[str, str | None]:
+        """The description of a seed's run, and whether it reproduced the trial (None: nothing to compare)."""
         metric = self.cfg.train.metric
         if not self.replay:
-            return f"dhns-search train, seed {seed}: validation {metric} {value:.4f}"
+            return f"dhns-search train, seed {seed}: validation {metric} {value:.4f}", None
         expected = self.prov.get("valid_value")
-        what = f"Replay of trial {self.prov.get('trial')} of study {self.prov.get('study')}, seed {seed}: " \
-               f"validation {metric} {value:.6f}"
+        trial = f"trial {self.prov.get('trial')}"
+        if self.runs.replay_of:
+            trial = self._link(self.runs.replay_of, trial)
+        what = f"Replay of {trial} of study {self.prov.get('study')}, seed {seed}: validation {metric} {value:.6f}"
+        same = None
         if isinstance(expected, (int, float)) and seed == self.cfg.seed:
             same = "reproduced exactly" if float(expected) == value else f"differs by {value - float(expected):+.6f}"
             what += f"; the trial had {float(expected):.6f} ({same})"
-        return what
+        return what, same
+
+    def link_trial(self) -> None:
+        """The trial's description lists its replays (every one logged so far), each a link to its run."""
+        from dhns_search.tracking.tracker import DESCRIPTION_TAG
+
+        if not self.runs.replay_of or self.trial_run is None:
+            return
+        metric = self.cfg.train.metric
+        test_key = f"test_{metric.removesuffix(f'_{rank_policy(metric)}_filtered')}"
+        replays = self.tracker.find_runs(self.runs.experiment_id, {"dhns.role": "replay",
+                                                                   "dhns.replay_of": self.runs.replay_of})
+        lines = []
+        for run in replays:
+            if "dhns.seed" not in run.tags:
+                continue  # a summary run: its seeds are listed
+            test = run.metrics.get(test_key)
+            cells = [f"validation {run.metrics.get('objective', float('nan')):.4g}"]
+            if test is not None:
+                cells.append(f"test {test:.4g}")
+            if run.tags.get("dhns.reproduction"):
+                cells.append(run.tags["dhns.reproduction"])
+            lines.append(f"- {self._link(run.run_id, run.name)}: " + ", ".join(cells))
+        trial = self.tracker.get_run(self.runs.replay_of)
+        text = trial.tags.get(DESCRIPTION_TAG, "").split(_REPLAYS)[0].rstrip()
+        run = self.tracker.run(self.runs.replay_of)
+        run.describe(f"{text}\n\n{_REPLAYS}\n\n" + "\n".join(lines) + "\n")
+        run.set_tags({"dhns.replays": ",".join(r.run_id for r in replays)})
 
     def _log_summary(self, summary: Any) -> None:
         assert self.runs.summary_run_id is not None
