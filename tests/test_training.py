@@ -110,11 +110,17 @@ def test_uniform_baseline_runs_without_generator(synth_dataset):
 
 
 def test_unavailable_semantic_levels(synth_dataset):
-    cfg = _cfg("train.epochs=1", "dhns.modalities=[structural, audio]")
-    result = train(cfg, dataset=synth_dataset)
-    assert result.config.dhns.modalities == ["structural"]  # the saved config says what ran
+    import dataclasses
+
+    no_visual = dataclasses.replace(synth_dataset, features={"textual": synth_dataset.features["textual"]})
+    cfg = _cfg("train.epochs=1", "dhns.modalities=[structural, visual]")
+    result = train(cfg, dataset=no_visual)
+    assert result.config.dhns.modalities == ["structural"]  # a standard level the dataset lacks is left out
     with pytest.raises(ConfigError, match="none of them is available"):
-        train(_cfg("train.epochs=1", "dhns.modalities=[audio]"), dataset=synth_dataset)
+        train(_cfg("train.epochs=1", "dhns.modalities=[visual]"), dataset=no_visual)
+    # a name that is neither standard nor a table of the dataset is a misspelling, refused
+    with pytest.raises(ConfigError, match="'audio' is neither a standard modality"):
+        train(_cfg("train.epochs=1", "dhns.modalities=[structural, audio]"), dataset=synth_dataset)
 
 
 def test_zero_weight_levels_are_not_generated(synth_dataset):

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 #: What distinguishes the scorers (distance or bilinear, phases, complex) is declared on their classes.
 SCORER_NAMES = ("transe", "rotate", "distmult", "complex")
 ScorerName = Literal[SCORER_NAMES]  # type: ignore[valid-type]  # Literal[("a", "b")] == Literal["a", "b"]
+#: scorers that 1vsAll training refuses (``Scorer.one_vs_all`` is False on their classes; the registry checks
+#: the two agree): RotatE's backward pass over every entity would hold [batch, entities, dim] moduli
+NO_ONE_VS_ALL = ("rotate",)
 #: The three semantic spaces of DHNS.  ``structural`` is the learned embedding table; the other
 #: names refer to feature tables of the dataset (any named table can be used).
 STRUCTURAL = "structural"
@@ -349,9 +352,9 @@ class RunConfig(StrictModel):
             if self.loss.kind != "cross_entropy":
                 raise ValueError(f"negatives.sampler 'all' (1vsAll) is trained with loss.kind 'cross_entropy', "
                                  f"not {self.loss.kind!r}")
-            if self.model.scorer == "rotate":
-                raise ValueError("negatives.sampler 'all' with model.scorer 'rotate': its backward pass would hold "
-                                 "[batch, entities, dim] moduli; use sampled negatives (uniform, bernoulli)")
+            if self.model.scorer in NO_ONE_VS_ALL:
+                raise ValueError(f"negatives.sampler 'all' with model.scorer {self.model.scorer!r}: its backward pass "
+                                 "would hold [batch, entities, dim] moduli; use sampled negatives (uniform, bernoulli)")
         if self.model.reciprocal and self.negatives.sampler != "all":
             raise ValueError("model.reciprocal answers head queries with inverse relations, which sampled negatives "
                              "(scored with the forward relation) do not train: use negatives.sampler 'all'")

@@ -42,7 +42,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from dhns_search.config.models import SCORER_NAMES
+from dhns_search.config.models import NO_ONE_VS_ALL, SCORER_NAMES
 from dhns_search.errors import ConfigError
 from dhns_search.models.candidates import sampled_dot
 
@@ -88,6 +88,8 @@ class Scorer(ABC):
     supports_candidate_matmul: ClassVar[bool] = False
     #: ``dhns.scoring: auto``: how generated vectors are scored (the released code's choice per scorer)
     generated_scoring: ClassVar[Literal["average", "fused"]] = "fused"
+    #: 1vsAll training (``negatives.sampler: all``) is accepted; config.models.NO_ONE_VS_ALL lists the others
+    one_vs_all: ClassVar[bool] = True
 
     def __init__(self, *, gamma: float) -> None:
         gamma = float(gamma)
@@ -201,6 +203,7 @@ class RotatEScorer(Scorer):
     distance = True
     complex_valued = True
     phase_relations = True
+    one_vs_all = False
     #: bound on B * chunk * d elements of one intermediate in :meth:`similarity_all` (about 64 MiB in fp32)
     chunk_elements: ClassVar[int] = 1 << 24
 
@@ -302,6 +305,8 @@ SCORERS: dict[str, type[Scorer]] = {
 }
 if tuple(SCORERS) != SCORER_NAMES:  # one list of names: the config's choices are the registry's
     raise ImportError(f"scorer registry {tuple(SCORERS)} differs from config SCORER_NAMES {SCORER_NAMES}")
+if tuple(n for n, c in SCORERS.items() if not c.one_vs_all) != NO_ONE_VS_ALL:
+    raise ImportError(f"Scorer.one_vs_all disagrees with config NO_ONE_VS_ALL {NO_ONE_VS_ALL}")
 
 
 def make_scorer(name: str, *, gamma: float) -> Scorer:
