@@ -129,6 +129,31 @@ def test_cosine_schedule_follows_the_closed_form():
     assert _lrs(cfg, [0.0] * 5) == pytest.approx(want, rel=1e-9)
 
 
+def test_cosine_horizon_keeps_the_rates_of_a_longer_run():
+    long = _lrs(TrainConfig(lr=0.1, epochs=8, lr_schedule="cosine"), [0.0] * 8)
+    short = _lrs(TrainConfig(lr=0.1, epochs=3, lr_schedule="cosine", lr_horizon=8), [0.0] * 3)
+    assert short == long[:3] and short != _lrs(TrainConfig(lr=0.1, epochs=3, lr_schedule="cosine"), [0.0] * 3)
+
+
+def test_an_export_of_a_cosine_trial_replays_its_first_epochs(synth_dataset):
+    """A trial annealed over 4 epochs and exported at its best epoch (2): the export keeps the horizon, so
+    its two epochs are the trial's two epochs bit for bit."""
+    import optuna
+
+    from dhns_search.search.export import trial_config
+
+    cfg = load_config(preset="uniform-distmult", overrides=[*FAST, "train.lr_schedule=cosine"])
+    full = train(cfg, dataset=synth_dataset)
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={
+        "best_epoch": 2, "seed": cfg.seed, "config": cfg.model_dump(mode="json")}))
+    exported = trial_config(study, study.trials[0])
+    assert exported.train.epochs == 2 and exported.train.lr_horizon == 4
+    replay = train(exported, dataset=synth_dataset)
+    assert [h["lr"] for h in replay.history] == [h["lr"] for h in full.history[:2]]
+    assert [h["kgc_loss"] for h in replay.history] == [h["kgc_loss"] for h in full.history[:2]]
+
+
 def test_plateau_schedule_decays_after_patience_evaluations_without_improvement():
     cfg = TrainConfig(lr=0.1, lr_schedule="plateau", lr_decay=0.5, lr_patience=1)
     got = _lrs(cfg, [0.1, 0.2, 0.2, 0.15, 0.3, 0.3, 0.3, 0.3])

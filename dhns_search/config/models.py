@@ -319,6 +319,9 @@ class TrainConfig(StrictModel):
         "plateau (multiplied by lr_decay after lr_patience evaluations without improvement)"
     )
     lr_min_factor: float = Field(0.01, ge=0.0, le=1.0, description="cosine: final lr as a fraction of train.lr")
+    lr_horizon: int | None = Field(
+        None, ge=1, description="cosine: the number of epochs the lr is annealed over (null = train.epochs); an "
+        "export that stops at a trial's best epoch keeps the trial's horizon, so the replay sees the same rates")
     lr_decay: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: factor applied to the lr")
     lr_patience: int = Field(1, ge=0, description="plateau: evaluations without improvement before a decay")
     eval_batch_size: int = Field(256, ge=1, description="queries scored at once during evaluation")

@@ -2,7 +2,8 @@
 
 An exported config is a complete :class:`~dhns_search.config.models.RunConfig` that
 ``dhns-search train --config FILE`` replays as is: the trial's resolved configuration with
-``train.epochs`` set to the trial's best epoch, the trial's seed, ``train.test: true``, and a
+``train.epochs`` set to the trial's best epoch (a cosine schedule keeps the trial's horizon in
+``train.lr_horizon``), the trial's seed, ``train.test: true``, and a
 ``provenance`` section (study, trial, validation metric and value, package versions, dataset
 fingerprint; for a multi-objective study also the objective values and the ``--pick`` that chose it).
 On CPU the replay reproduces the trial's validation metric exactly.
@@ -44,6 +45,8 @@ def trial_config(study: optuna.Study, trial: FrozenTrial, *, pick: str | None = 
     train = dict(data.get("train", {}))
     best_epoch = trial.user_attrs.get("best_epoch")
     if isinstance(best_epoch, int) and best_epoch > 0:
+        if train.get("lr_schedule") == "cosine" and train.get("lr_horizon") is None:
+            train["lr_horizon"] = train.get("epochs")  # the rates depend on the trial's horizon, not where it stopped
         train["epochs"] = best_epoch
     train["test"] = True
     train["progress"] = True  # display only; the search turned it off

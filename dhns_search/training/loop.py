@@ -366,14 +366,14 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, cfg) -> Any:
     """The schedule of ``cfg.lr_schedule`` (a :class:`~dhns_search.config.models.TrainConfig`) on ``optimizer``.
 
     ``constant``: None.  ``cosine``: annealed once per epoch, from ``lr`` (epoch 1) to ``lr * lr_min_factor``
-    (reached after the last epoch).  ``plateau``: ``ReduceLROnPlateau`` on the validation metric (maximised),
+    (reached after the last epoch, or after ``lr_horizon`` epochs when that is set, then held).  ``plateau``: ``ReduceLROnPlateau`` on the validation metric (maximised),
     stepped at every evaluation: after ``lr_patience`` evaluations without improvement the lr is multiplied
     by ``lr_decay``.  Only the KGC optimiser is scheduled; the generator keeps ``dhns.generator_lr``.
     """
     if cfg.lr_schedule == "constant":
         return None
     if cfg.lr_schedule == "cosine":
-        low, epochs = cfg.lr_min_factor, cfg.epochs  # every group annealed to the same fraction of its own lr
+        low, epochs = cfg.lr_min_factor, cfg.lr_horizon or cfg.epochs  # every group annealed to the same fraction of its own lr
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda e: low + (1.0 - low) * (1.0 + math.cos(math.pi * min(e, epochs) / epochs)) / 2.0)
     if cfg.lr_schedule == "plateau":
