@@ -87,7 +87,7 @@ def train_command(
     except WriteError as err:
         raise _write_failed(err, out_dir, created=not existed) from None
     except Exception as err:
-        from dhns_search.search.objective import is_tracking_failure, tracking_reason
+        from dhns_search.search.trial import is_tracking_failure, tracking_reason
         from dhns_search.tracking.train_runs import tracking_target
 
         if not is_tracking_failure(err):

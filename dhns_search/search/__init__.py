@@ -4,12 +4,12 @@ through :mod:`dhns_search.tracking` (it imports no mlflow itself).  One job per 
 =================  ==========================================================================
 ``options``        :class:`RunOptions` and every default of ``run``, ``status`` and ``ui``
 ``space/``         search spaces: schema, dotted fields, list encoding, the runtime space, validation
-``targets``        what a study optimises (objective names) and the caps it respects
+``objectives``     what a study optimises (objective names) and the caps it respects
 ``seeds``          trial and sampler seeds from the study seed
 ``urls``           storage and tracking URLs (defaults, SQLite paths, display)
 ``storage``        Optuna storages, finding and opening studies
 ``samplers``       Optuna's samplers and pruners by name
-``objective``      one trial: :class:`Objective`, :class:`TrialCallback`, which failures are the trial's
+``trial``          one trial: :class:`Objective`, :class:`TrialCallback`, which failures are the trial's
 ``resources``      peak memory of a trial
 ``queries``        completed / feasible / best trials, leaderboard rows, Pareto front, picks
 ``pareto``         the pure front, knee and pick functions
