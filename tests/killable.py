@@ -34,9 +34,9 @@ def main() -> None:
 
 
 def _pause_first_trial(markers: Path, at: int, hold: bool) -> None:
-    from dhns_search.search import objective
+    from dhns_search.search import trial
 
-    real = objective.train
+    real = trial.train
     state = {"trials": 0}
 
     def train(cfg, *, dataset=None, callbacks=(), run_dir=None, resume=False, stop=None):
@@ -59,7 +59,7 @@ def _pause_first_trial(markers: Path, at: int, hold: bool) -> None:
 
         return real(cfg, dataset=dataset, callbacks=[*callbacks, Pause()], run_dir=run_dir, resume=resume, stop=stop)
 
-    objective.train = train
+    trial.train = train
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ out: ``train --resume RUN_DIR`` continues an interrupted run to where an uninter
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
 from pathlib import Path
 
@@ -143,6 +145,36 @@ def test_train_out_onto_a_run_folder_needs_force_and_resume_continues_it(tmp_pat
     result = runner.invoke(app, [*args, "--out", str(run_dir), "--force"])
     assert result.exit_code == 0, result.output
     _refused(runner.invoke(app, ["train", "--resume", str(tmp_path)]), "no config.yaml there")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
+def test_a_signal_stops_train_resume_checkpointed_with_its_exit_code(tmp_path, monkeypatch, sig):
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) alike: checkpointed, 128 + the signal, the command to go on.
+    The command installs its handlers whatever SIGINT's inherited disposition (a background job ignores it)."""
+    from dhns_search.training import runs
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(preset="dhns-distmult", overrides=FAST)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, run_dir=run_dir, stop=StopAfter(3))
+    real = runs.train
+
+    def signalled(cfg, **kwargs):
+        os.kill(os.getpid(), sig)  # arrives once the command is running
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(runs, "train", signalled)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job inherits it
+    try:
+        result = runner.invoke(app, ["train", "--resume", str(run_dir)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 128 + sig, result.output
+    assert f"interrupted; continue with: dhns-search train --resume {run_dir}" in result.output
+    assert "Traceback" not in result.output and (run_dir / "checkpoint.pt").is_file()
+    monkeypatch.setattr(runs, "train", real)
+    result = runner.invoke(app, ["train", "--resume", str(run_dir)])
+    assert result.exit_code == 0 and (run_dir / "result.json").is_file(), result.output
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dhns_search.cli import app
 from dhns_search.errors import ConfigError
-from dhns_search.search import objective as objective_mod
+from dhns_search.search import trial as trial_mod
 from dhns_search.search.options import RunOptions
 from dhns_search.search.reports import study_cost, study_report
 from dhns_search.search.runner import run_study
@@ -40,7 +40,7 @@ TRIAL_CPU = 1800.0
 def clock(monkeypatch):
     """A fake process CPU clock that only the fake trainer advances."""
     now = [0.0]
-    monkeypatch.setattr(objective_mod.time, "process_time", lambda: now[0])
+    monkeypatch.setattr(trial_mod.time, "process_time", lambda: now[0])
     return now
 
 
@@ -210,8 +210,8 @@ arms:
 
 
 def test_pruner_startup_sets_the_completed_trials_before_pruning(tmp_path, clock):
-    from dhns_search.search.continuation import joined_options
     from dhns_search.search.samplers import make_pruner
+    from dhns_search.search.study_setup import joined_options
 
     assert make_pruner("median")._n_startup_trials == 5 and make_pruner("median", 1)._n_startup_trials == 1
     assert make_pruner("percentile", 0)._n_startup_trials == 0

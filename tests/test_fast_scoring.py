@@ -135,6 +135,18 @@ def test_sampled_dot_matches_gathered_products_with_repeats_and_any_query_order(
         torch.testing.assert_close(t.grad, t2.grad)
 
 
+def test_sampled_dot_with_more_pairs_in_a_row_than_table_rows():
+    """More negatives than entities (a tiny graph): PyTorch's CSR kernels refuse the pattern; the result is
+    still the gathered products (it was a RuntimeError from torch.copy_ in the first training step)."""
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    table = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    cand = torch.randint(2, (3, 5), generator=g)
+    torch.testing.assert_close(sampled_dot(q, table, cand), (q.unsqueeze(1) * table[cand]).sum(-1))
+    query = torch.zeros(3, 5, dtype=torch.long)  # every pair on one query row
+    torch.testing.assert_close(sampled_dot(q, table, cand, query), (q[query] * table[cand]).sum(-1))
+
+
 def test_unique_ids_is_torch_unique():
     ids = torch.tensor([5, 1, 5, 9, 0, 1, 1])
     distinct, inverse = unique_ids(ids, 12)

@@ -408,7 +408,7 @@ def test_no_trial_starts_after_a_stop_request_that_came_while_waiting_for_the_lo
     import contextlib
     import threading
 
-    from dhns_search.search import budget
+    from dhns_search.search import trial_loop
 
     study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s")
     stop = threading.Event()
@@ -418,9 +418,9 @@ def test_no_trial_starts_after_a_stop_request_that_came_while_waiting_for_the_lo
         stop.set()  # Ctrl-C while this worker waits for another worker's lock
         yield
 
-    monkeypatch.setattr(budget, "budget_lock", slow_lock)
+    monkeypatch.setattr(trial_loop, "budget_lock", slow_lock)
     ran = []
-    done = budget.run_trials(study, lambda trial: ran.append(trial.number) or 0.0, storage_url="sqlite:///s.db",
+    done = trial_loop.run_trials(study, lambda trial: ran.append(trial.number) or 0.0, storage_url="sqlite:///s.db",
                              n_trials=3, stop=stop)
     assert done.reason == "interrupted" and done.trials == [] and ran == [] and study.trials == []
 

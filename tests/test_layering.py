@@ -1,6 +1,7 @@
 """The core never imports optuna, mlflow or typer (checked on the source, so it cannot drift)."""
 
 import ast
+import re
 from pathlib import Path
 
 import dhns_search
@@ -92,3 +93,26 @@ def test_the_tracking_package_sits_below_search_ablation_and_the_command_line():
         higher = {m for m in _package_imports(p)
                   if m.startswith(("dhns_search.search", "dhns_search.ablation", "dhns_search.cli"))}
         assert higher == set(), (p, higher)
+
+
+def test_optuna_is_imported_only_in_the_search_package_and_the_live_table():
+    """The rule the search package's docstring states: the live table of ``run`` is an Optuna callback."""
+    importers = sorted(str(p.relative_to(ROOT)) for p in _files() if "optuna" in _imports(p))
+    outside = [name for name in importers if not name.startswith("search/")]
+    assert importers and outside == ["cli/live.py"], outside
+    light = [ROOT / "search" / f"{name}.py" for name in ("options", "urls", "seeds", "objectives")]
+    for p in [*light, *_files("search/space")]:
+        assert not _imports(p) & {"optuna", "torch", "mlflow"}, p
+
+
+def test_the_search_docstring_lists_every_module_of_the_package_and_no_other():
+    folder = ROOT / "search"
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))) or ""
+    modules = {p.relative_to(folder).with_suffix("").as_posix() for p in _files("search")}
+    modules = {m.removesuffix("/__init__") + "/" if m.endswith("/__init__") else m for m in modules}
+    modules.discard("__init__")
+    missing = sorted(m for m in modules if f"``{m}``" not in doc)
+    assert missing == [], f"modules of dhns_search/search missing from its docstring: {missing}"
+    # every name the docstring lists as a module (a line starting with ``name``) is one
+    listed = re.findall(r"^``([a-z_/]+)``\s", doc, flags=re.MULTILINE)
+    assert len(listed) == len(set(listed)) and sorted(set(listed) - modules) == [], listed

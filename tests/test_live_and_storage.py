@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 
 from dhns_search.cli import app
 from dhns_search.cli.live import LiveTable
+from dhns_search.search.objectives import parse_objectives
 from dhns_search.search.options import RunOptions
 from dhns_search.search.plots import write_plots
 from dhns_search.search.runner import run_study
 from dhns_search.search.storage import known_studies, open_study
-from dhns_search.search.targets import parse_objectives
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,9 +14,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dhns_search.search.objective import TrialCallback
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import apply, flatten_config
+from dhns_search.search.trial import TrialCallback
 from dhns_search.tracking.study import MlflowBridge
 from dhns_search.tracking.tracker import artifact_root_for
 from dhns_search.training.loop import StopTraining

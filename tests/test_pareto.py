@@ -11,8 +11,8 @@ import pytest
 
 from dhns_search.errors import ConfigError
 from dhns_search.search import pareto, resources
+from dhns_search.search.objectives import check_caps, constraint_values, parse_objectives
 from dhns_search.search.pareto import Pick, parse_pick
-from dhns_search.search.targets import check_caps, constraint_values, parse_objectives
 
 MAXMIN = ["maximize", "minimize"]
 

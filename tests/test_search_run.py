@@ -27,11 +27,11 @@ from dhns_search.errors import ConfigError, DataError, StudyError, TrainingError
 from dhns_search.search import runner as runner_mod
 from dhns_search.search import trial_data
 from dhns_search.search.export import export_best
-from dhns_search.search.objective import is_trial_failure
 from dhns_search.search.options import RunOptions
 from dhns_search.search.runner import run_study
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.storage import open_study
+from dhns_search.search.trial import is_trial_failure
 from dhns_search.tracking import ui as ui_server
 
 # MLflow 3.17 on SQLAlchemy 2.1 warns about its own ORM options; not ours to fix

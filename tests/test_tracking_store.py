@@ -129,7 +129,7 @@ def test_a_server_that_dies_mid_study_stops_it_with_one_message_and_the_next_run
 
     args = ["run", "--space", str(_space(tmp_path)), "--study", "dies", "-n", "3", "--sampler", "random",
             "--pruner", "none", "--storage", storage, "--no-live"]
-    monkeypatch.setattr("dhns_search.search.objective.train", dying_train)
+    monkeypatch.setattr("dhns_search.search.trial.train", dying_train)
     with mlflow_server(tmp_path, backend) as url:
         result = runner.invoke(app, [*args, "--tracking-uri", url])
     assert result.exit_code == 2, result.output
@@ -190,7 +190,7 @@ def test_a_failing_store_is_one_message_naming_it_and_the_cause_with_the_details
         return fake_train(cfg, dataset=dataset, callbacks=callbacks, run_dir=run_dir)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
-    monkeypatch.setattr("dhns_search.search.objective.train", filling_train)
+    monkeypatch.setattr("dhns_search.search.trial.train", filling_train)
     args = ["run", "--space", str(_space(tmp_path)), "--study", "full", "-n", "3", "--sampler", "random",
             "--pruner", "none", "--no-live", "--tracking-uri", tracking]
     result = runner.invoke(app, args)

@@ -88,8 +88,8 @@ def test_links_open_the_model_training_runs_table_on_a_saved_view():
     assert state["columnOrder"] == state["selectedColumns"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_and_sigterm_stop_every_process_the_ui_started(tmp_path, monkeypatch, sig):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
+def test_ctrl_c_sigterm_and_sighup_stop_every_process_the_ui_started(tmp_path, monkeypatch, sig):
     pids = tmp_path / "pids"
     monkeypatch.setattr(ui_server, "mlflow_ui_command",
                         lambda uri, *, port, host: [sys.executable, "-c", FAKE_SERVER, str(port), str(pids)])

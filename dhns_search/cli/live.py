@@ -30,10 +30,10 @@ from rich.text import Text
 
 from dhns_search.cli._format import params_text, short_names
 from dhns_search.errors import DhnsError
-from dhns_search.search.objective import TrialFailed
+from dhns_search.search.objectives import ObjectiveSpec, is_feasible, primary_index
 from dhns_search.search.queries import best_trial, primary_value, violation_text
 from dhns_search.search.runner import PreparedRun
-from dhns_search.search.targets import ObjectiveSpec, is_feasible, primary_index
+from dhns_search.search.trial import TrialFailed
 
 __all__ = ["DetailsLog", "LiveTable", "details_log", "quiet_failed_trials"]
 

@@ -161,8 +161,8 @@ def run_and_report(options: RunOptions, *, live: bool, study_name: str, report: 
     from dhns_search.cli._signals import exit_code, stop_on_signals
     from dhns_search.cli.live import LiveTable, details_log, quiet_failed_trials
     from dhns_search.errors import TrackingError
-    from dhns_search.search.continuation import joined_options
     from dhns_search.search.runner import StudyInterrupted, run_study
+    from dhns_search.search.study_setup import joined_options
     from dhns_search.search.workers import announce_ready, run_workers, worker_slots
 
     slots = worker_slots(options)

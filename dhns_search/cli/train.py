@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from dhns_search.cli._app import app, cli_errors, console, err_console, path_value
 from dhns_search.errors import ConfigError, TrackingError, WriteError
+
+if TYPE_CHECKING:
+    from dhns_search.config.models import RunConfig
+    from dhns_search.training.runs import SeedSummary
 
 _SHOWN = [
     "mrr_realistic_filtered",
@@ -23,12 +27,29 @@ _SHOWN = [
 ]
 
 
-def _cell(summary, split: str, key: str, seeds: int) -> str:
+def _cell(summary: SeedSummary, split: str, key: str) -> str:
     k = f"{split}/{key}"
     if k not in summary.mean:
         return "-"
     fmt = "{:.2f}" if key.startswith("mr_") else "{:.4f}"
-    return fmt.format(summary.mean[k]) + (f" ± {fmt.format(summary.std[k])}" if seeds > 1 else "")
+    return fmt.format(summary.mean[k]) + (f" ± {fmt.format(summary.std[k])}" if len(summary.results) > 1 else "")
+
+
+def _print_summary(name: str, summary: SeedSummary, cfg: RunConfig) -> None:
+    """The metrics table of a run (mean ± std over its seeds), its reproduction of a trial, its folder."""
+    seeds = len(summary.results)
+    title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
+    table = Table(title=title)
+    for column, justify in (("metric", "left"), ("validation", "right"), ("test", "right")):
+        table.add_column(column, justify=justify)
+    for key in _SHOWN:
+        table.add_row(key, _cell(summary, "valid", key), _cell(summary, "test", key))
+    console.print(table)
+    if summary.reproduction is not None:
+        expected, got = summary.reproduction
+        verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
+        console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
+    console.print(f"run folder: {summary.out_dir}")
 
 
 @app.command("train")
@@ -87,7 +108,7 @@ def train_command(
     except WriteError as err:
         raise _write_failed(err, out_dir, created=not existed) from None
     except Exception as err:
-        from dhns_search.search.objective import is_tracking_failure, tracking_reason
+        from dhns_search.search.trial import is_tracking_failure, tracking_reason
         from dhns_search.tracking.train_runs import tracking_target
 
         if not is_tracking_failure(err):
@@ -98,16 +119,7 @@ def train_command(
         raise TrackingError(f"{tracking_reason(err, tracking_target(cfg, tracking_uri))}; {again} once the store "
                             "answers, or give --tracking-uri none") from None
 
-    title = f"{name}: best epoch {summary.results[0].best_epoch}" if seeds == 1 else f"{name}: {seeds} seeds"
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("validation", justify="right")
-    table.add_column("test", justify="right")
-    for key in _SHOWN:
-        table.add_row(key, _cell(summary, "valid", key, seeds), _cell(summary, "test", key, seeds))
-    console.print(table)
-    _reproduction(summary, cfg)
-    console.print(f"run folder: {summary.out_dir}")
+    _print_summary(name, summary, cfg)
     if tracked is not None:
         linked = f", linked to the trial's run {tracked.replay_of}" if tracked.replay_of else ""
         console.print(f"mlflow: experiment {tracked.experiment!r}, {len(tracked.run_ids)} run(s)"
@@ -120,27 +132,17 @@ def _write_failed(err: WriteError, out_dir: Path, *, created: bool) -> WriteErro
     checkpointed continues with --resume; one that did not leaves nothing behind, so the same command
     starts it again."""
     from dhns_search.training.checkpoint import CHECKPOINT
+    from dhns_search.training.runs import discard_unstarted
 
     folder = Path(str(err.path)).parent  # the run's folder (a seed's, with --seeds N)
     if (folder / CHECKPOINT).is_file():
         return WriteError(err.path, f"{err.reason}; the run is checkpointed: continue it with dhns-search train "
                           f"--resume {folder} once there is space")
-    for name in ("config.yaml", "metrics.json"):  # what the run wrote before its first checkpoint
-        (folder / name).unlink(missing_ok=True)
-    for empty in (folder, out_dir) if created else (folder,):
-        if empty.is_dir() and not any(empty.iterdir()):
-            empty.rmdir()
+    discard_unstarted(folder, out_dir if created else None)
     if out_dir.is_dir() and any(out_dir.iterdir()):  # --seeds N: the seeds that finished are kept
         return WriteError(err.path, f"{err.reason}; the seeds that finished are in {out_dir}: run the same command "
                           "with --force once there is space")
     return WriteError(err.path, f"{err.reason}; nothing was kept: run the same command again once there is space")
-
-
-def _reproduction(summary, cfg) -> None:
-    if summary.reproduction is not None:
-        expected, got = summary.reproduction
-        verdict = "[green]reproduced exactly[/]" if summary.reproduced else "[yellow]differs[/]"
-        console.print(f"validation {cfg.train.metric}: study {expected:.6f}, this run {got:.6f}: {verdict}")
 
 
 def _check_strings(*, preset: str | None, data: str | None, device: str | None, tracking_uri: str | None) -> None:
@@ -156,18 +158,15 @@ def _check_strings(*, preset: str | None, data: str | None, device: str | None, 
         raise ConfigError("--tracking-uri: empty; give an MLflow tracking URI, or none to log nothing")
 
 
-#: what a run folder holds (train, and a seed-N folder each with --seeds N)
-_RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.json", "result.json", "summary.json")
-
-
 def _check_out(out: Path, force: bool) -> None:
     """An existing run folder is not overwritten silently: continue it (--resume) or replace it (--force)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file, not a folder")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    is_run = any((out / f).exists() for f in _RUN_FILES) or any(out.glob("seed-*"))
-    if not is_run:
+    from dhns_search.training.runs import is_run_folder
+
+    if not is_run_folder(out):
         raise ConfigError(f"--out {out}: the folder exists and holds other files; give a new or empty folder")
     if not force:
         raise ConfigError(f"--out {out} holds a run already; continue it with dhns-search train --resume {out}, "
@@ -180,18 +179,17 @@ def _check_out(out: Path, force: bool) -> None:
 def _resume(folder: Path) -> None:
     """``train --resume RUN_DIR``: continue the run in ``folder`` from its checkpoint."""
     from dhns_search.cli._signals import exit_code, stop_on_signals
-    from dhns_search.config import load_config
-    from dhns_search.training.loop import TrainingInterrupted, train
-    from dhns_search.training.runs import SeedSummary
+    from dhns_search.training.loop import CONFIG_FILE, TrainingInterrupted
+    from dhns_search.training.runs import resume_run, run_config
 
-    if not (folder / "config.yaml").is_file():
-        raise ConfigError(f"--resume {folder}: no config.yaml there (is it a run folder? with --seeds N, give "
+    if not (folder / CONFIG_FILE).is_file():
+        raise ConfigError(f"--resume {folder}: no {CONFIG_FILE} there (is it a run folder? with --seeds N, give "
                           "one seed's folder, e.g. RUN/seed-0)")
-    cfg = load_config(folder / "config.yaml")
+    cfg = run_config(folder)
     console.print(f"resuming [bold]{folder}[/] ({cfg.model.scorer}, seed {cfg.seed})")
     with stop_on_signals() as (stop, received):
         try:
-            result = train(cfg, run_dir=folder, resume=True, stop=stop)
+            summary = resume_run(folder, cfg, stop=stop)
         except WriteError as err:
             raise WriteError(err.path, f"{err.reason}; the run keeps its last checkpoint: continue it with "
                              f"dhns-search train --resume {folder} once there is space") from None
@@ -199,13 +197,4 @@ def _resume(folder: Path) -> None:
             err_console.print(f"[yellow]interrupted[/]; continue with: dhns-search train --resume {folder}",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(exit_code(received)) from None
-    flat = {f"valid/{k}": v for k, v in result.best_valid.items()}
-    flat.update({f"test/{k}": v for k, v in (result.test or {}).items()})
-    summary = SeedSummary(results=[result], mean=flat, std={}, out_dir=folder)
-    table = Table(title=f"{folder.name}: best epoch {result.best_epoch}")
-    for column, justify in (("metric", "left"), ("validation", "right"), ("test", "right")):
-        table.add_column(column, justify=justify)
-    for key in _SHOWN:
-        table.add_row(key, _cell(summary, "valid", key, 1), _cell(summary, "test", key, 1))
-    console.print(table)
-    console.print(f"run folder: {folder}")
+    _print_summary(folder.name, summary, cfg)

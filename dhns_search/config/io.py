@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
 import types
 import typing
@@ -15,8 +14,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import ConfigError, DhnsError
-from dhns_search.files import atomic_write_text
+from dhns_search.errors import ConfigError
+from dhns_search.files import atomic_write_text, read_text_file
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -65,90 +64,6 @@ def _repr_none(dumper: yaml.SafeDumper, _: None) -> yaml.Node:
 
 
 _Dumper.add_representer(type(None), _repr_none)
-
-
-# ------------------------------------------------------------------------------------ reading
-#: Leading bytes of common binary formats, so a message says what a file is instead of "not UTF-8".
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "a gzip-compressed file"),
-    (b"PK\x03\x04", "a zip archive (a .zip, .npz or torch .pth/.pt file)"),
-    (b"BZh91AY&SY", "a bzip2-compressed file"),
-    (b"\xfd7zXZ\x00", "an xz-compressed file"),
-    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),
-    (b"\x93NUMPY", "a numpy .npy array"),
-    (b"\x80\x02", "a Python pickle"),
-    (b"\x80\x03", "a Python pickle"),
-    (b"\x80\x04", "a Python pickle"),
-    (b"\x80\x05", "a Python pickle"),
-    (b"\x89PNG", "a PNG image"),
-    (b"%PDF", "a PDF document"),
-)
-_WIDE_BOMS: tuple[tuple[bytes, str], ...] = (  # longest first: FF FE starts both
-    (b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-    (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"),
-)
-
-
-def binary_kind(head: bytes) -> str | None:
-    """What a file starting with the bytes ``head`` is, when they are the signature of a common binary
-    format (``"a gzip-compressed file"``); None otherwise."""
-    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
-
-
-def decode_text(raw: bytes, label: str, error: type[DhnsError] = ConfigError) -> str:
-    """The text of a file's bytes ``raw``: UTF-8, with an optional UTF-8 byte-order mark (dropped).
-
-    A known binary format (compressed, zip, ``.npy``, pickle, image), a NUL byte, UTF-16/32 text and
-    invalid UTF-8 raise ``error`` with one message naming ``label`` and, where it means something, the
-    line.  Shared by the YAML reader and the OpenKE reader (:mod:`dhns_search.data.openke`).
-    """
-    kind = binary_kind(raw)
-    if kind is not None:
-        raise error(f"{label}: {kind}, not a text file")
-    for bom, encoding in _WIDE_BOMS:
-        if raw.startswith(bom):
-            raise error(f"{label}: {encoding} text (byte-order mark {bom.hex(' ').upper()}); save it as UTF-8")
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
-        raise error(f"{label} line {line}: a NUL byte (offset {nul}): binary data, not a text file")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        byte = raw[err.start : err.start + 1].hex().upper()
-        raise error(
-            f"{label} line {line}: not UTF-8 text (byte 0x{byte} at offset {err.start}); save the file as UTF-8"
-        ) from None
-
-
-def read_text_file(path: str | Path, label: str | None = None, error: type[DhnsError] = ConfigError) -> str:
-    """Read ``path`` as UTF-8 text (see :func:`decode_text`); any problem raises ``error`` naming it.
-
-    A missing path, a directory, a broken symbolic link and anything that is not a regular file (a FIFO
-    would block the reader) are refused before opening; an ``OSError`` while reading (permissions, I/O)
-    is reported with its reason.
-    """
-    path = Path(path)
-    label = label or str(path)
-    if not path.is_file():
-        raise error(f"{label}: {not_a_file_reason(path)}")
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise error(f"{label}: cannot be read: {err.strerror or err}") from None
-    return decode_text(raw, label, error)
-
-
-def not_a_file_reason(path: Path) -> str:
-    """Why ``path``, for which ``is_file()`` is False, is not a regular file one can read."""
-    if path.is_symlink() and not path.exists():
-        return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
-    if path.is_dir():
-        return "a directory, not a file"
-    if path.exists():
-        return "not a regular file (a FIFO, socket or device)"
-    return "no such file"
 
 
 def _yaml_error_message(err: yaml.YAMLError, text: str, source: str) -> str:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dhns_search.config.io import binary_kind, not_a_file_reason
 from dhns_search.config.models import STANDARD_MODALITIES  # looked for as <anything>-<name>.{pth,pt,npy}
 from dhns_search.errors import DataError
+from dhns_search.files import binary_kind, not_a_file_reason
 
 FEATURE_SUFFIXES = (".npy", ".pth", ".pt")
 FEATURE_DIR = "features"

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dhns_search.config.io import not_a_file_reason, read_text_file
 from dhns_search.config.models import DataConfig
 from dhns_search.data.features import FeatureTable, load_feature_tables, table_warnings
 from dhns_search.errors import DataError
+from dhns_search.files import not_a_file_reason, read_text_file
 
 ENTITY_FILE = "entity2id.txt"
 RELATION_FILE = "relation2id.txt"
@@ -102,7 +102,7 @@ class KGDataset:
 
 def _read_text(path: Path, label: str) -> str:
     """The UTF-8 text of a dataset file (byte-order mark dropped); binary, non-UTF-8 or unreadable
-    files raise :class:`DataError` (see :func:`dhns_search.config.io.decode_text`)."""
+    files raise :class:`DataError` (see :func:`dhns_search.files.decode_text`)."""
     return read_text_file(path, label, DataError)
 
 

@@ -85,18 +85,28 @@ def sampled_dot(
     """
     b, k = cand.shape
     if q.device.type != "cpu":  # the sparse kernels are measured and tested on the CPU only
-        x = table[cand]  # [B, K, w]
-        return (x * (q.unsqueeze(1) if query is None else q[query])).sum(-1)
+        return _gathered(q, table, cand, query)
+    if query is None and q.shape[0] != b:
+        raise ValueError(f"q has {q.shape[0]} rows for {b} candidate rows; pass query=")
+    rows = None if query is None else query.reshape(-1)
+    counts = None if rows is None else torch.bincount(rows, minlength=q.shape[0])
+    most = k if counts is None else int(counts.max())
+    if most > table.shape[0]:
+        # a query row with more pairs than the table has rows (more negatives than entities on a tiny graph):
+        # PyTorch's CSR kernels refuse such a pattern, and gathering costs little at this size
+        return _gathered(q, table, cand, query)
     dtype = torch.promote_types(q.dtype, table.dtype)
     q, table = q.to(dtype).contiguous(), table.to(dtype).contiguous()
-    if query is None:
-        if q.shape[0] != b:
-            raise ValueError(f"q has {q.shape[0]} rows for {b} candidate rows; pass query=")
+    if rows is None or counts is None:
         crow = torch.arange(0, b * k + 1, k, device=cand.device)
         return _SampledDot.apply(q, table, crow, cand.reshape(-1)).view(b, k)
-    rows = query.reshape(-1)
     order = torch.argsort(rows, stable=True)  # CSR wants the pairs grouped by query row
-    counts = torch.bincount(rows, minlength=q.shape[0])
     crow = torch.cat((counts.new_zeros(1), counts.cumsum(0)))
     sorted_scores = _SampledDot.apply(q, table, crow, cand.reshape(-1)[order])
     return torch.empty_like(sorted_scores).index_copy(0, order, sorted_scores).view(b, k)
+
+
+def _gathered(q: torch.Tensor, table: torch.Tensor, cand: torch.Tensor, query: torch.Tensor | None) -> torch.Tensor:
+    """:func:`sampled_dot` by gathering the ``[B, K, w]`` candidate vectors (the plain path)."""
+    x = table[cand]  # [B, K, w]
+    return (x * (q.unsqueeze(1) if query is None else q[query])).sum(-1)

@@ -26,9 +26,9 @@ from dhns_search.config.models import RunConfig
 from dhns_search.errors import StudyError
 from dhns_search.files import atomic_write_text
 from dhns_search.search import pareto, trial_data
+from dhns_search.search.objectives import study_objectives
 from dhns_search.search.queries import completed, completed_where, no_trial_message, pick_trial, primary_value
 from dhns_search.search.storage import open_study
-from dhns_search.search.targets import study_objectives
 from dhns_search.tracking.provenance import package_versions
 
 __all__ = ["config_text", "export_best", "export_trials", "package_versions", "trial_config", "write_config"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dhns_search.search.targets import check_caps
+from dhns_search.search.objectives import check_caps
 from dhns_search.search.urls import DEFAULT_TRACKING_URI
 from dhns_search.tracking.ui import DEFAULT_UI_HOST, DEFAULT_UI_PORT
 

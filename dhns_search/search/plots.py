@@ -29,8 +29,8 @@ import optuna.visualization as ovp
 import optuna.visualization.matplotlib as ovm
 from optuna.trial import TrialState
 
+from dhns_search.search.objectives import primary_index, study_objectives
 from dhns_search.search.queries import completed, pareto_front
-from dhns_search.search.targets import primary_index, study_objectives
 from dhns_search.tracking.metrics import objective_title
 
 __all__ = ["PLOTS", "PlotResult", "write_pareto_plot", "write_plots", "write_study_plot"]

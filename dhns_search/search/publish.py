@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dhns_search.search.export import config_text, trial_config
+from dhns_search.search.objectives import ObjectiveSpec, primary_index, study_objectives
 from dhns_search.search.plots import write_plots
 from dhns_search.search.queries import (
     LeaderRow,
@@ -36,7 +37,6 @@ from dhns_search.search.queries import (
     state_counts,
 )
 from dhns_search.search.space.encoding import format_cell
-from dhns_search.search.targets import ObjectiveSpec, primary_index, study_objectives
 from dhns_search.tracking.metrics import objective_title
 from dhns_search.tracking.study import MlflowBridge
 

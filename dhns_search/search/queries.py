@@ -3,7 +3,7 @@ Pareto front and the trial a ``--pick`` chooses.
 
 "Best" always means among the *feasible* completed trials (every Optuna constraint value <= 0; a study
 without caps has no constraints, so every trial is feasible), by the study's primary objective (its
-first accuracy objective; see :mod:`dhns_search.search.targets`).  The front and the picks are the pure
+first accuracy objective; see :mod:`dhns_search.search.objectives`).  The front and the picks are the pure
 functions of :mod:`dhns_search.search.pareto` applied to the feasible completed trials.
 """
 
@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dhns_search.errors import StudyError
 from dhns_search.search import pareto
-from dhns_search.search.targets import (
+from dhns_search.search.objectives import (
     ObjectiveSpec,
     describe,
     is_feasible,

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dhns_search.errors import StudyError, warn
+from dhns_search.search.objectives import ObjectiveSpec, study_caps, study_objectives
 from dhns_search.search.options import DEFAULT_TOP
 from dhns_search.search.queries import (
     Front,
@@ -28,7 +29,6 @@ from dhns_search.search.queries import (
 )
 from dhns_search.search.recovery import budget_used, dead_workers
 from dhns_search.search.storage import known_studies, make_storage, open_study
-from dhns_search.search.targets import ObjectiveSpec, study_caps, study_objectives
 from dhns_search.search.urls import display_url
 
 __all__ = ["FrontRow", "StudyCost", "StudyInfo", "StudyReport", "list_studies", "study_cost", "study_report"]

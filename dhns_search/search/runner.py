@@ -10,7 +10,7 @@
 2. :func:`attach`: the MLflow parent run, found again by its tags, is RUNNING from here until the end,
    whatever happens.
 3. :func:`optimise`: child runs a crashed process left RUNNING are ended, warm starts are enqueued, and
-   the trials run (:class:`~dhns_search.search.objective.Objective`); failed trials are recorded and the
+   the trials run (:class:`~dhns_search.search.trial.Objective`); failed trials are recorded and the
    study goes on.  After each trial the parent gets the progress metrics and a :class:`Monitor` (the
    command line's live table) sees the trial.
 4. finish: the leaderboard, the best config and the plots go to the parent, which is ended
@@ -40,11 +40,13 @@ from rich.console import Console
 from dhns_search.config.io import read_preset, read_yaml
 from dhns_search.data import load_from_config
 from dhns_search.errors import ConfigError, StudyError, TrackingError, warn
-from dhns_search.search.budget import WorkerRun, run_trials
-from dhns_search.search.continuation import create_or_continue, joined_options, space_changed, study_notes
 from dhns_search.search.locks import Timeout as LockTimeout
 from dhns_search.search.locks import budget_lock, file_lock
-from dhns_search.search.objective import Objective, TrialFailed, is_tracking_failure, tracking_reason
+from dhns_search.search.objectives import (
+    ObjectiveSpec,
+    parse_objectives,
+    primary_index,
+)
 from dhns_search.search.options import DEFAULT_N_TRIALS, RunOptions
 from dhns_search.search.publish import publish_progress, publish_results
 from dhns_search.search.queries import best_trial, infeasible, pareto_front, primary_value, state_counts
@@ -59,12 +61,10 @@ from dhns_search.search.samplers import (
 from dhns_search.search.seeds import derive_seed
 from dhns_search.search.space import SearchSpace, load_space
 from dhns_search.search.storage import check_study_name, make_storage
-from dhns_search.search.targets import (
-    ObjectiveSpec,
-    parse_objectives,
-    primary_index,
-)
+from dhns_search.search.study_setup import create_or_continue, joined_options, space_changed, study_notes
+from dhns_search.search.trial import Objective, TrialFailed, is_tracking_failure, tracking_reason
 from dhns_search.search.trial_folder import check_work_dir, study_work_dir
+from dhns_search.search.trial_loop import WorkerRun, run_trials
 from dhns_search.search.urls import default_storage, display_url, sqlite_path
 from dhns_search.tracking.metrics import METRIC_SETS, name_metrics
 from dhns_search.tracking.store import open_store
@@ -456,7 +456,7 @@ def _study_description(run: PreparedRun, options: RunOptions) -> StudyDescriptio
 def optimise(run: PreparedRun, options: RunOptions, bridge: MlflowBridge | None, *,
              trainer: Callable[..., Any] | None = None, monitor: Monitor | None = None,
              stop: threading.Event | None = None) -> WorkerRun:
-    """Run this worker's trials (see the module docstring and :mod:`.budget`); returns what it did."""
+    """Run this worker's trials (see the module docstring and :mod:`.trial_loop`); returns what it did."""
     study = run.study
     if bridge is not None:  # catch up with earlier runs: their crashed children, the space file
         bridge.reconcile({t.number: t.state.name for t in study.get_trials(deepcopy=False)})

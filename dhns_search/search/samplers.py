@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import optuna
 
 from dhns_search.errors import ConfigError
-from dhns_search.search.targets import ObjectiveSpec, describe
+from dhns_search.search.objectives import ObjectiveSpec, describe
 
 __all__ = [
     "CONSTRAINED_SAMPLERS",

@@ -4,8 +4,8 @@
 :func:`run_workers` prepares the study and its MLflow parent run once (so workers never race their
 creation), then starts one ``python -m dhns_search worker`` process per device slot, each in a session
 of its own with its device, its share of the cores (``torch.set_num_threads``) and ``--no-live``.  The
-workers read what to run from the study (:func:`~.continuation.joined_options`), take trials under the
-study's budget (:mod:`.budget`) and the last one to stop ends the parent run.  The first Ctrl-C, SIGTERM
+workers read what to run from the study (:func:`~.study_setup.joined_options`), take trials under the
+study's budget (:mod:`.trial_loop`) and the last one to stop ends the parent run.  The first Ctrl-C, SIGTERM
 or SIGHUP is passed on to every worker (each ends its trial at the next batch, checkpointed); a second one too.
 A worker says on a pipe when its own signal handlers are in place (:func:`announce_ready`); until then
 it has touched no storage, and a stop request ends it with SIGTERM instead (a SIGINT that lands while

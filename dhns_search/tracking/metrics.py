@@ -81,7 +81,7 @@ def rounded(value: float, digits: int = DIGITS) -> float:
 
 
 def objective_title(spec: Any) -> str:
-    """How plots and optuna-dashboard name an objective (an :class:`~.targets.ObjectiveSpec`):
+    """How plots and optuna-dashboard name an objective (an :class:`~dhns_search.search.objectives.ObjectiveSpec`):
     ``valid mrr (realistic)``, ``valid tail_hits_at_10_optimistic_filtered``, ``epoch_seconds``."""
     if spec.kind != "accuracy":
         return spec.label

@@ -29,6 +29,10 @@ from dhns_search.training.terms import BatchPosition, LossTerm
 
 __all__ = ["Callback", "StopTraining", "TrainResult", "TrainingInterrupted", "resolve_device", "train"]
 
+#: what :func:`train` writes into a run folder besides :data:`~dhns_search.training.checkpoint.CHECKPOINT`:
+#: the configuration that runs, the validation history (at every evaluation), the result (at the end)
+CONFIG_FILE, METRICS_FILE, RESULT_FILE = "config.yaml", "metrics.json", "result.json"
+
 #: per-batch statistics summed over an epoch (terms that are absent contribute 0)
 EPOCH_STATS = ("train_loss", "kgc_loss", "ha_loss", "diffusion_loss")
 
@@ -159,7 +163,7 @@ def _train(cfg, dataset, callbacks, run_dir, resume, stop) -> TrainResult:
     run = _setup(cfg, dataset, run_dir)
     state = _restore(run) if resume else TrainState()
     if run.path is not None and not resume:
-        write_yaml(run.cfg, run.path / "config.yaml")
+        write_yaml(run.cfg, run.path / CONFIG_FILE)
 
     with _progress(run.cfg.train.progress) as bar:
         task = bar.add_task("train", total=run.cfg.train.epochs * run.n_batches,
@@ -192,7 +196,7 @@ def _train(cfg, dataset, callbacks, run_dir, resume, stop) -> TrainResult:
         run_dir=run.path, dataset_fingerprint=run.dataset.fingerprint(), stopped_early=state.stopped_early,
     )
     if run.path is not None:
-        atomic_write_text(run.path / "result.json", json.dumps(result_summary(result), indent=1))
+        atomic_write_text(run.path / RESULT_FILE, json.dumps(result_summary(result), indent=1))
     return result
 
 
@@ -291,7 +295,7 @@ def _evaluate(run: _Run, state: TrainState, stats: dict[str, float], callbacks: 
         state.stopped_early = True
     if run.path is not None:
         _checkpoint(run, state)
-        atomic_write_text(run.path / "metrics.json", json.dumps(state.history, indent=1))
+        atomic_write_text(run.path / METRICS_FILE, json.dumps(state.history, indent=1))
     for cb in callbacks:  # may raise StopTraining (pruning)
         hook = getattr(cb, "on_evaluation", None)
         if hook is not None:

@@ -1,17 +1,38 @@
-"""Final training runs: one config, one or several seeds, a run folder each, a summary across seeds."""
+"""Final training runs: one config, one or several seeds, a run folder each, a summary across seeds.
+
+A run folder holds what :func:`~dhns_search.training.loop.train` writes (``config.yaml``, ``metrics.json``,
+``checkpoint.pt``, ``result.json``); with several seeds, the folder holds one such folder per seed
+(``seed-<n>``) and ``summary.json``.  :data:`RUN_FILES` is that list, the one the command line checks
+before it replaces a folder.
+"""
 
 from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dhns_search.config.io import load_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import warn
 from dhns_search.files import atomic_write_text
-from dhns_search.training.loop import TrainResult, train
+from dhns_search.training.checkpoint import CHECKPOINT
+from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TrainResult, train
+
+__all__ = ["BEFORE_CHECKPOINT", "RUN_FILES", "SEED_PREFIX", "SUMMARY_FILE", "SeedSummary", "default_run_dir",
+           "discard_unstarted", "is_run_folder", "resume_run", "run_config", "seed_dir", "train_seeds"]
+
+#: the means and standard deviations over the seeds of a run of several seeds
+SUMMARY_FILE = "summary.json"
+#: every file a run folder may hold (one seed's folder, or the folder of several seeds with its summary)
+RUN_FILES = (CONFIG_FILE, CHECKPOINT, METRICS_FILE, RESULT_FILE, SUMMARY_FILE)
+#: what a run has written before its first checkpoint (nothing of it can be continued)
+BEFORE_CHECKPOINT = (CONFIG_FILE, METRICS_FILE)
+#: the name of a seed's folder in the folder of several seeds, before the seed
+SEED_PREFIX = "seed-"
 
 
 @dataclass
@@ -29,6 +50,41 @@ class SeedSummary:
             return None
         expected, got = self.reproduction
         return expected == got
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """The folder of seed ``seed`` in the folder ``out`` of a run of several seeds."""
+    return out / f"{SEED_PREFIX}{seed}"
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether the folder ``path`` holds a run (one of :data:`RUN_FILES`, or a seed's folder)."""
+    return any((path / name).exists() for name in RUN_FILES) or any(path.glob(f"{SEED_PREFIX}*"))
+
+
+def discard_unstarted(folder: Path, created: Path | None = None) -> None:
+    """Remove what a run wrote into ``folder`` before its first checkpoint (:data:`BEFORE_CHECKPOINT`:
+    nothing of it can be continued), then ``folder`` and ``created`` (the folder of its seeds, when the run
+    created it) if they are left empty."""
+    for name in BEFORE_CHECKPOINT:
+        (folder / name).unlink(missing_ok=True)
+    for empty in (folder, created) if created is not None else (folder,):
+        if empty.is_dir() and not any(empty.iterdir()):
+            empty.rmdir()
+
+
+def run_config(folder: str | Path) -> RunConfig:
+    """The configuration a run folder ran (its ``config.yaml``)."""
+    return load_config(Path(folder) / CONFIG_FILE)
+
+
+def resume_run(folder: str | Path, cfg: RunConfig | None = None, *, stop: threading.Event | None = None,
+               ) -> SeedSummary:
+    """Continue the run in ``folder`` (one seed's folder) from its checkpoint with the configuration it ran
+    (``cfg``: :func:`run_config` of the folder when not given); the summary of that one seed."""
+    folder = Path(folder)
+    cfg = cfg if cfg is not None else run_config(folder)
+    return _summary(cfg, [train(cfg, run_dir=folder, resume=True, stop=stop)], folder)
 
 
 def default_run_dir(root: str | Path = "runs", name: str = "run") -> Path:
@@ -65,8 +121,18 @@ def train_seeds(cfg: RunConfig, *, seeds: int = 1, out_dir: str | Path | None = 
     results = []
     for i in range(seeds):
         run_cfg = cfg.model_copy(update={"seed": cfg.seed + i}, deep=True)
-        run_dir = None if out is None else (out if seeds == 1 else out / f"seed-{run_cfg.seed}")
+        run_dir = None if out is None else (out if seeds == 1 else seed_dir(out, run_cfg.seed))
         results.append(train(run_cfg, dataset=dataset, run_dir=run_dir))
+    summary = _summary(cfg, results, out)
+    if out is not None and seeds > 1:
+        atomic_write_text(out / SUMMARY_FILE, json.dumps({"mean": summary.mean, "std": summary.std, "seeds": seeds},
+                                                         indent=1))
+    return summary
+
+
+def _summary(cfg: RunConfig, results: list[TrainResult], out: Path | None) -> SeedSummary:
+    """Means and standard deviations over ``results`` (the seeds of ``cfg``); when the configuration was
+    exported from a study, its validation value beside the first seed's."""
     flats = [_flat(r) for r in results]
     keys = [k for k in flats[0] if all(k in f for f in flats)]
     mean = {k: statistics.fmean(f[k] for f in flats) for k in keys}
@@ -75,7 +141,4 @@ def train_seeds(cfg: RunConfig, *, seeds: int = 1, out_dir: str | Path | None = 
     prov = cfg.provenance or {}
     if isinstance(prov.get("valid_value"), (int, float)):
         reproduction = (float(prov["valid_value"]), results[0].best_value)
-    summary = SeedSummary(results=results, mean=mean, std=std, out_dir=out, reproduction=reproduction)
-    if out is not None and seeds > 1:
-        atomic_write_text(out / "summary.json", json.dumps({"mean": mean, "std": std, "seeds": seeds}, indent=1))
-    return summary
+    return SeedSummary(results=results, mean=mean, std=std, out_dir=out, reproduction=reproduction)

@@ -10,11 +10,7 @@ from typing import Any
 import optuna
 
 from dhns_search.errors import StudyError
-from dhns_search.search.options import RunOptions
-from dhns_search.search.samplers import CONSTRAINED_SAMPLERS
-from dhns_search.search.space import SearchSpace
-from dhns_search.search.storage import create_or_load
-from dhns_search.search.targets import (
+from dhns_search.search.objectives import (
     CAPS,
     ObjectiveSpec,
     describe,
@@ -23,6 +19,10 @@ from dhns_search.search.targets import (
     study_caps,
     study_objectives,
 )
+from dhns_search.search.options import RunOptions
+from dhns_search.search.samplers import CONSTRAINED_SAMPLERS
+from dhns_search.search.space import SearchSpace
+from dhns_search.search.storage import create_or_load
 
 __all__ = ["create_or_continue", "joined_options", "space_changed", "space_definition", "space_differences",
            "study_notes"]

@@ -30,7 +30,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dhns_search.errors import DhnsError
 from dhns_search.search.locks import budget_lock
-from dhns_search.search.objective import TRACKING_FAILED, WRITE_FAILED
 from dhns_search.search.recovery import (
     budget_used,
     cpu_spent,
@@ -38,6 +37,7 @@ from dhns_search.search.recovery import (
     retry_trial,
     sweep_dead_workers,
 )
+from dhns_search.search.trial import TRACKING_FAILED, WRITE_FAILED
 from dhns_search.search.trial_folder import INTERRUPTED
 
 __all__ = ["WorkerRun", "run_trials"]

@@ -5,7 +5,7 @@ A trial's configuration is, in this order: **base, fixed, ``--set`` overrides, s
 the trial number, :func:`~dhns_search.search.seeds.trial_seed`), the device, ``train.test: false`` (the
 test split is never used during a search) and ``train.progress: false``.  The trial's value is the best
 validation ``cfg.train.metric``; with several objectives (``run --objective mrr,epoch_seconds``) it is
-one value per objective, in their order (see :mod:`dhns_search.search.targets`).
+one value per objective, in their order (see :mod:`dhns_search.search.objectives`).
 
 Every trial that trained is measured: ``epoch_seconds`` (mean over the epochs run, evaluation
 excluded), ``train_seconds`` and ``peak_memory_mb`` (:class:`~dhns_search.search.resources.PeakMemory`)
@@ -53,11 +53,11 @@ from dhns_search.config.io import deep_merge, dump_yaml, validate_config
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import DhnsError, TrackingError, WriteError
 from dhns_search.search import trial_data
+from dhns_search.search.objectives import ObjectiveSpec, constraint_values, primary_index
 from dhns_search.search.resources import PeakMemory
 from dhns_search.search.seeds import trial_seed
 from dhns_search.search.space import SearchSpace, flatten_config, suggest
 from dhns_search.search.space.encoding import short_values
-from dhns_search.search.targets import ObjectiveSpec, constraint_values, primary_index
 from dhns_search.search.trial_folder import INTERRUPTED, TrialFolder
 from dhns_search.search.urls import display_url
 from dhns_search.training import StopTraining, train
