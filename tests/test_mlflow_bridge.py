@@ -214,3 +214,16 @@ def test_the_tracker_logs_what_a_table_needs_and_finds_runs_by_their_tags(tracki
     assert record.metrics == {"valid_mrr": 0.2315, "peak_memory_mb": 571.1, "best_epoch": 12, "train_seconds": 12346}
     assert list(record.params) == ["train.lr", "model.scorer", "dhns.levels", "negatives.num", "zconfig.train.epochs"]
     assert "dhns.unset" not in record.tags and record.status == "FINISHED" and record.name == "one"
+
+
+def test_a_retried_trial_reporting_its_inherited_epochs_again_is_quiet(recwarn):
+    """A trial retried on a machine without its checkpoint trains from epoch 1 again and reports the epochs its
+    first attempt reported (inherited by the retry): the first value stands, without Optuna's warning."""
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.report(0.3, step=1)  # what the first attempt reported (inherit_intermediate_values)
+    cb = TrialCallback(trial, "mrr_realistic_filtered")
+    cb.on_evaluation(1, {"mrr_realistic_filtered": 0.3}, [{"epoch": 1}])
+    cb.on_evaluation(2, {"mrr_realistic_filtered": 0.35}, [{"epoch": 2}])
+    assert not [w for w in recwarn if "already reported" in str(w.message)]
+    assert study.trials[0].intermediate_values == {1: 0.3, 2: 0.35}

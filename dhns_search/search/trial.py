@@ -41,6 +41,7 @@ import contextlib
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +195,12 @@ class TrialCallback:
             self.progress(self.trial.number, epoch, value, self.epochs)
         if not self.report:
             return
-        self.trial.report(value, step=epoch)
+        with warnings.catch_warnings():
+            # a trial retried without its checkpoint (another machine) trains again from epoch 1; the epochs its
+            # first attempt reported are inherited, and the same seed gives the same values: keep the first quietly
+            warnings.filterwarnings("ignore", message=r"The reported value is ignored because this `step=",
+                                    category=UserWarning)
+            self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             raise StopTraining(f"pruned at epoch {epoch} ({self.metric} {value:.4f})")
 
