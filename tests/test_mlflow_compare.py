@@ -25,7 +25,13 @@ from dhns_search.search.storage import open_study
 from dhns_search.tracking.metrics import rounded
 from dhns_search.tracking.provenance import git_revision
 from dhns_search.tracking.train_runs import train_tracked
-from dhns_search.tracking.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRIALS_VIEW, decode_view
+from dhns_search.tracking.views import (
+    COMPARE_VIEW,
+    LEADERBOARD_VIEW,
+    SHARED_VIEW_PREFIX,
+    TRIALS_VIEW,
+    decode_view,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
@@ -68,6 +74,13 @@ def test_the_experiment_opens_as_model_training_on_the_leaderboard_view(study, c
     assert "tags.`dhns.state`" in board["selectedColumns"] and board["runsHiddenMode"] == "SHOW_ALL"
     _, nested = decode_view(exp.tags[SHARED_VIEW_PREFIX + TRIALS_VIEW])
     assert nested["orderByKey"] == "attributes.start_time" and nested["selectedColumns"] == board["selectedColumns"]
+    _, charts = decode_view(exp.tags[SHARED_VIEW_PREFIX + COMPARE_VIEW])
+    assert charts["selectedColumns"] == board["selectedColumns"] and charts["orderByKey"] == board["orderByKey"]
+    cards = {c["uuid"]: c for c in charts["compareRunCharts"]}
+    assert [cards[f"dhns-scatter-{p}"]["xaxis"] for p in SEARCHED] == [{"key": p, "type": "PARAM"} for p in SEARCHED]
+    # model.gamma is conditional (absent for distmult): the parallel coordinates would drop those trials
+    assert cards["dhns-parallel"]["selectedParams"] == ["train.lr", "model.scorer"]
+    assert cards["dhns-valid-curves"]["metricKey"] == "valid_mrr"
 
 
 def test_each_trial_logs_the_same_lean_metric_set(runs, client, study, tmp_path):

@@ -195,6 +195,7 @@ class StudyDescription:
 
     text: str | None = None  # the space's description
     params: Sequence[str] = ()  # the searched parameters, in the space's order
+    conditional: Sequence[str] = ()  # those of ``params`` searched only when a condition holds
     direction: str = "maximize"  # of the primary objective
     objectives: Sequence[str] = ()  # labels of every objective when there are several
     metric: str = "mrr_realistic_filtered"  # train.metric (its rank policy picks the lean metrics)
@@ -246,7 +247,8 @@ class MlflowBridge:
         if self.about.dataset is not None:
             self._dataset = dataset_summary(self.about.dataset)
         per_objective = list(objective_metrics(None, dict.fromkeys(self.about.objectives, 0.0)))
-        views = study_view_tags(self.about.params, direction=self.about.direction, extra_metrics=per_objective)
+        views = study_view_tags(self.about.params, direction=self.about.direction, extra_metrics=per_objective,
+                                conditional=self.about.conditional)
         self.experiment_id = self.tracker.experiment(self.study_name, description=self.about.text,
                                                      tags={"dhns.study": self.study_name, **views})
         parents = self._parents()
