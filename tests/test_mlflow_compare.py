@@ -165,7 +165,7 @@ def test_every_run_carries_its_provenance_and_the_dataset_input(runs, study):
         assert {t.key: t.value for t in dataset.tags} == {"mlflow.data.context": "training"}
 
 
-def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, client, tmp_path):
+def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, client, study, tmp_path):
     parent = runs["parent"]
     text = parent.data.tags["mlflow.note.content"]
     assert text.startswith("**Study compare**: valid mrr (realistic) (max). 4 trials: 2 complete, 1 pruned, "
@@ -174,10 +174,14 @@ def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, 
     assert rows[0].startswith(f"| 1 | {BEST} |") and rows[1].startswith("| 2 | 0 |")
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     for name in ("optimization_history", "intermediate_values", "parallel_coordinate", "param_importances"):
-        assert {f"plots/{name}.png", f"plots/{name}.html"} <= plots, name
-    html = Path(client.download_artifacts(parent.info.run_id, "plots/optimization_history.html",
+        assert f"plots/{name}.png" in plots, name
+    assert "plots/interactive.html" in plots and not any(p.endswith(".html") for p in plots - {"plots/interactive.html"})
+    html = Path(client.download_artifacts(parent.info.run_id, "plots/interactive.html",
                                           dst_path=str(tmp_path))).read_text()
-    assert "valid mrr (realistic)" in html and "plotly" in html.lower()
+    assert "valid mrr (realistic)" in html and html.count("Plotly.newPlot") == 4
+    # one click from the run's page: the first paragraph links to the page on the Artifacts tab
+    link = f"(#/experiments/{study.summary.experiment_id}/runs/{parent.info.run_id}/artifacts/plots/interactive.html)"
+    assert link in text.split("\n\n")[0]
 
 
 def test_trial_records_stay_out_of_the_user_attributes_and_export_still_replays(study, runs):

@@ -6,7 +6,7 @@ Layout in the tracking store (one experiment per study, named after it)::
     experiment <study>               tags mlflow.experimentKind (model training), mlflow.note.content (the
     │                                space's description), two saved views of the runs table (:mod:`.views`)
     ├── parent run  "<study>"        tags dhns.study, dhns.study_uid, dhns.role=parent; description = leaderboard
-    │     artifacts: space file, leaderboard.csv/.md, best_config.yaml, plots/*.png and *.html
+    │     artifacts: space file, leaderboard.csv/.md, best_config.yaml, plots/*.png, plots/interactive.html
     │     metrics:   best_value (step = trial number), n_complete ...
     └── child runs  "trial-0007"     tags mlflow.parentRunId, dhns.study, dhns.trial_number, dhns.state
           params:    the searched parameters, then the rest of the configuration as zconfig.<path>
@@ -320,6 +320,12 @@ class MlflowBridge:
     def set_parent_description(self, markdown: str) -> None:
         """The parent run's description (shown at the top of its page): the leaderboard."""
         self.parent.describe(markdown)
+
+    def parent_artifact_link(self, path: str) -> str:
+        """A link for the parent run's description that opens its artifact ``path`` (``plots/x.html``) on
+        the run's *Artifacts* tab, previewed: MLflow 3's route ``#/experiments/E/runs/R/artifacts/PATH``."""
+        assert self.experiment_id is not None
+        return f"#/experiments/{self.experiment_id}/runs/{self._require_parent()}/artifacts/{path}"
 
     def log_parent_text(self, text: str, name: str) -> None:
         self.parent.log_text(text, name)
