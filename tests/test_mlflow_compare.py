@@ -182,6 +182,7 @@ def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, 
     # one click from the run's page: the first paragraph links to the page on the Artifacts tab
     link = f"(#/experiments/{study.summary.experiment_id}/runs/{parent.info.run_id}/artifacts/plots/interactive.html)"
     assert link in text.split("\n\n")[0]
+    assert parent.data.tags["dhns.plots"] == "plots/interactive.html"  # the link stays while a later run continues
 
 
 def test_trial_records_stay_out_of_the_user_attributes_and_export_still_replays(study, runs):

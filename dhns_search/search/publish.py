@@ -7,8 +7,8 @@
   ``best_config.yaml`` (the export of the best trial; a multi-objective study's knee), the tags
   ``dhns.best_value``, ``dhns.best_trial`` (``dhns.knee_trial``, ``dhns.pareto_trials``), the
   description and the plots (PNGs and ``plots/interactive.html``, every interactive plot on one page), then
-  the description again, now with a link that opens that page on the run's *Artifacts* tab, and the parent
-  is ended.
+  the description again, now with a link that opens that page on the run's *Artifacts* tab (kept by
+  every later update: the tag ``dhns.plots`` names the page), and the parent is ended.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def publish_progress(bridge: MlflowBridge, study: optuna.Study, specs: Sequence[
     if len(specs) > 1:
         metrics["pareto_size"] = len(pareto_front(study).trials)
     bridge.log_parent_metrics(metrics, step=step)
-    bridge.set_parent_description(study_description(study))
+    bridge.set_parent_description(study_description(study, plots=bridge.plots_link()))
 
 
 # ------------------------------------------------------------------------------- at the end
@@ -195,7 +195,7 @@ def _publish_leaderboard(study: optuna.Study, bridge: MlflowBridge) -> None:
         else:
             bridge.log_parent_text(config_text(trial_config(study, best)), "best_config.yaml")
     bridge.set_parent_tags(tags)
-    bridge.set_parent_description(study_description(study))
+    bridge.set_parent_description(study_description(study, plots=bridge.plots_link()))
 
 
 def _publish_plots(study: optuna.Study, bridge: MlflowBridge) -> tuple[list[str], dict[str, str]]:
@@ -207,7 +207,8 @@ def _publish_plots(study: optuna.Study, bridge: MlflowBridge) -> tuple[list[str]
         logged = [f"plots/{p.name}" for p in result.files]
         page = f"plots/{INTERACTIVE_PAGE}"
         if page in logged:
-            bridge.set_parent_description(study_description(study, plots=bridge.parent_artifact_link(page)))
+            bridge.plots_published(page)
+            bridge.set_parent_description(study_description(study, plots=bridge.plots_link()))
         return logged, result.skipped
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

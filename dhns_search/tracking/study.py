@@ -41,6 +41,7 @@ from dhns_search.tracking.views import OBJECTIVE_METRIC, study_view_tags
 
 __all__ = [
     "MLFLOW_STATUS",
+    "PLOTS_TAG",
     "MlflowBridge",
     "StudyDescription",
     "TrialRun",
@@ -57,6 +58,9 @@ MLFLOW_STATUS = {
     "RUNNING": "RUNNING",
 }
 
+
+#: the parent run's tag naming its page of interactive plots (``plots/interactive.html``)
+PLOTS_TAG = "dhns.plots"
 
 #: what a trial's run name says after its number, by state (a completed trial's name is the bare number)
 _NAME_STATE = {"RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed", "INTERRUPTED": "interrupted"}
@@ -226,6 +230,8 @@ class MlflowBridge:
         self.about = StudyDescription()
         self._provenance: dict[str, str] | None = None
         self._dataset: DatasetSummary | None = None
+        #: the parent's page of interactive plots (artifact path), once published (tag :data:`PLOTS_TAG`)
+        self.plots_page: str | None = None
 
     # ------------------------------------------------------------------------------ study level
     def _parents(self) -> list:
@@ -263,6 +269,7 @@ class MlflowBridge:
                     self.tracker.delete_run(extra.run_id)
             parents = parents[:1]
         self.parent_run_id = parents[0].run_id
+        self.plots_page = parents[0].tags.get(PLOTS_TAG)  # a continued study: the page of an earlier run
         self.parent.mark_running()
         self.set_parent_tags({**self.provenance(), **self.about.extra_tags, **(tags or {})})
         return self.parent_run_id
@@ -326,6 +333,16 @@ class MlflowBridge:
         the run's *Artifacts* tab, previewed: MLflow 3's route ``#/experiments/E/runs/R/artifacts/PATH``."""
         assert self.experiment_id is not None
         return f"#/experiments/{self.experiment_id}/runs/{self._require_parent()}/artifacts/{path}"
+
+    def plots_published(self, path: str) -> None:
+        """The parent now holds its interactive plots at ``path``: tag :data:`PLOTS_TAG`, so that the
+        description links to them from now on, also while a later run continues the study."""
+        self.set_parent_tags({PLOTS_TAG: path})
+        self.plots_page = path
+
+    def plots_link(self) -> str | None:
+        """The description's link to the interactive plots, or None before they are published."""
+        return self.parent_artifact_link(self.plots_page) if self.plots_page else None
 
     def log_parent_text(self, text: str, name: str) -> None:
         self.parent.log_text(text, name)
