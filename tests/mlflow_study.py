@@ -15,9 +15,12 @@ from dhns_search.search.options import RunOptions
 from dhns_search.search.runner import StudySummary, run_study
 from dhns_search.training.loop import TrainResult
 
+#: negatives.num 8: an export replays with the real trainer (test_browser_ui), whose candidate scorer
+#: fails with the default 32 negatives on this 30-entity graph
 SPACE = """
     description: Comparison test space; a fake trainer gives every trial its outcome.
-    fixed: {data.synth.num_entities: 30, data.synth.num_triples: 200, train.epochs: 3, train.eval_every: 1}
+    fixed: {data.synth.num_entities: 30, data.synth.num_triples: 200, train.epochs: 3, train.eval_every: 1,
+            negatives.num: 8}
     params:
       train.lr: {type: float, low: 0.001, high: 0.1, log: true}
       model.scorer: {type: categorical, choices: [distmult, transe, rotate]}

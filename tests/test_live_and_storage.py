@@ -110,11 +110,16 @@ def test_plots_are_named_after_the_objective_and_roomy(tmp_path):
         study.tell(trial, sum(values))
     result = write_plots(study, tmp_path)
     names = sorted(p.name for p in result.files)
-    assert names == sorted(f"{n}.{e}" for n in ("intermediate_values", "optimization_history",
-                                                  "param_importances", "parallel_coordinate")
-                           for e in ("png", "html")), result.skipped
-    html = (tmp_path / "optimization_history.html").read_text()
+    assert names == sorted([*(f"{n}.png" for n in ("intermediate_values", "optimization_history",
+                                                  "param_importances", "parallel_coordinate")),
+                            "interactive.html"]), result.skipped
+    html = (tmp_path / "interactive.html").read_text()
     assert "valid mrr (realistic)" in html and "Objective Value" not in html
+    # every interactive plot on the one page, plotly.js in it once (offline: no CDN)
+    for name in ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate"):
+        assert f'<section id="{name}">' in html and f'href="#{name}"' in html, name
+    assert html.count("Plotly.newPlot") == 4 and html.count("plotly.js v") == 1, html.count("plotly.js v")
+    assert "<script src=" not in html  # no script from elsewhere
     width = mpimg.imread(tmp_path / "parallel_coordinate.png").shape[1]
     assert width >= 1.4 * 9 * 100  # 1.4 inches per axis at 100 dpi
 

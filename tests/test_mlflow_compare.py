@@ -25,7 +25,13 @@ from dhns_search.search.storage import open_study
 from dhns_search.tracking.metrics import rounded
 from dhns_search.tracking.provenance import git_revision
 from dhns_search.tracking.train_runs import train_tracked
-from dhns_search.tracking.views import LEADERBOARD_VIEW, SHARED_VIEW_PREFIX, TRIALS_VIEW, decode_view
+from dhns_search.tracking.views import (
+    COMPARE_VIEW,
+    LEADERBOARD_VIEW,
+    SHARED_VIEW_PREFIX,
+    TRIALS_VIEW,
+    decode_view,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
@@ -68,6 +74,13 @@ def test_the_experiment_opens_as_model_training_on_the_leaderboard_view(study, c
     assert "tags.`dhns.state`" in board["selectedColumns"] and board["runsHiddenMode"] == "SHOW_ALL"
     _, nested = decode_view(exp.tags[SHARED_VIEW_PREFIX + TRIALS_VIEW])
     assert nested["orderByKey"] == "attributes.start_time" and nested["selectedColumns"] == board["selectedColumns"]
+    _, charts = decode_view(exp.tags[SHARED_VIEW_PREFIX + COMPARE_VIEW])
+    assert charts["selectedColumns"] == board["selectedColumns"] and charts["orderByKey"] == board["orderByKey"]
+    cards = {c["uuid"]: c for c in charts["compareRunCharts"]}
+    assert [cards[f"dhns-scatter-{p}"]["xaxis"] for p in SEARCHED] == [{"key": p, "type": "PARAM"} for p in SEARCHED]
+    # model.gamma is conditional (absent for distmult): the parallel coordinates would drop those trials
+    assert cards["dhns-parallel"]["selectedParams"] == ["train.lr", "model.scorer"]
+    assert cards["dhns-valid-curves"]["metricKey"] == "valid_mrr"
 
 
 def test_each_trial_logs_the_same_lean_metric_set(runs, client, study, tmp_path):
@@ -152,7 +165,7 @@ def test_every_run_carries_its_provenance_and_the_dataset_input(runs, study):
         assert {t.key: t.value for t in dataset.tags} == {"mlflow.data.context": "training"}
 
 
-def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, client, tmp_path):
+def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, client, study, tmp_path):
     parent = runs["parent"]
     text = parent.data.tags["mlflow.note.content"]
     assert text.startswith("**Study compare**: valid mrr (realistic) (max). 4 trials: 2 complete, 1 pruned, "
@@ -161,10 +174,15 @@ def test_the_parent_describes_the_leaderboard_and_holds_interactive_plots(runs, 
     assert rows[0].startswith(f"| 1 | {BEST} |") and rows[1].startswith("| 2 | 0 |")
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     for name in ("optimization_history", "intermediate_values", "parallel_coordinate", "param_importances"):
-        assert {f"plots/{name}.png", f"plots/{name}.html"} <= plots, name
-    html = Path(client.download_artifacts(parent.info.run_id, "plots/optimization_history.html",
+        assert f"plots/{name}.png" in plots, name
+    assert "plots/interactive.html" in plots and not any(p.endswith(".html") for p in plots - {"plots/interactive.html"})
+    html = Path(client.download_artifacts(parent.info.run_id, "plots/interactive.html",
                                           dst_path=str(tmp_path))).read_text()
-    assert "valid mrr (realistic)" in html and "plotly" in html.lower()
+    assert "valid mrr (realistic)" in html and html.count("Plotly.newPlot") == 4
+    # one click from the run's page: the first paragraph links to the page on the Artifacts tab
+    link = f"(#/experiments/{study.summary.experiment_id}/runs/{parent.info.run_id}/artifacts/plots/interactive.html)"
+    assert link in text.split("\n\n")[0]
+    assert parent.data.tags["dhns.plots"] == "plots/interactive.html"  # the link stays while a later run continues
 
 
 def test_trial_records_stay_out_of_the_user_attributes_and_export_still_replays(study, runs):

@@ -126,6 +126,7 @@ def test_multi_objective_study_front_picks_and_mlflow(tmp_path, space, monkeypat
     assert parent.data.metrics["pareto_size"] == 3
     plots = {a.path for a in client.list_artifacts(summary.parent_run_id, "plots")}
     assert "plots/pareto_front.png" in plots and "plots/optimization_history.png" in plots
+    assert "plots/interactive.html" in plots
     best_cfg = client.download_artifacts(summary.parent_run_id, "best_config.yaml", str(tmp_path))
     assert load_config(best_cfg).provenance["trial"] == 1
 

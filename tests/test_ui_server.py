@@ -86,6 +86,22 @@ def test_links_open_the_model_training_runs_table_on_a_saved_view():
     assert state["orderByAsc"] is True  # a minimised objective: smallest first
     assert state["selectedColumns"][:3] == ["metrics.`objective`", "metrics.`objective.mr`", "params.`train.lr`"]
     assert state["columnOrder"] == state["selectedColumns"]
+    charts = runs_url("http://127.0.0.1:5000", "7", "dhns-compare")
+    assert charts.endswith("viewStateShareKey=dhns-compare&compareRunsMode=CHART")  # opens on the charts
+    tags = study_view_tags(["train.lr", "model.scorer", "model.gamma"], direction="maximize",
+                           conditional=["model.gamma"], now_ms=1)
+    name, state = decode_view(tags["mlflow.sharedViewState.dhns-compare"])
+    assert name.startswith("comparison charts") and state["isAccordionReordered"] is True
+    kinds = [(c["type"], c.get("xaxis", {}).get("key")) for c in state["compareRunCharts"]]
+    assert kinds == [("SCATTER", "train.lr"), ("SCATTER", "model.scorer"), ("SCATTER", "model.gamma"),
+                     ("PARALLEL", None), ("LINE", None)]
+    parallel, line = state["compareRunCharts"][3:]
+    assert parallel["selectedParams"] == ["train.lr", "model.scorer"] and parallel["selectedMetrics"] == ["objective"]
+    assert line["metricKey"] == "valid_mrr" and line["xAxisKey"] == "step"
+    sections = {s["uuid"]: s for s in state["compareRunSections"]}
+    assert {c["metricSectionId"] for c in state["compareRunCharts"]} <= set(sections)
+    # MLflow adds a chart per other metric to "Model metrics": that section is folded
+    assert [s["display"] for s in sections.values() if s["name"] in ("Model metrics", "System metrics")] == [False] * 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
@@ -94,7 +110,7 @@ def test_ctrl_c_sigterm_and_sighup_stop_every_process_the_ui_started(tmp_path, m
     monkeypatch.setattr(ui_server, "mlflow_ui_command",
                         lambda uri, *, port, host: [sys.executable, "-c", FAKE_SERVER, str(port), str(pids)])
     monkeypatch.setattr(ui_server, "study_links",
-                        lambda uri, base, study=None: [StudyLink("s", f"{base}/board", f"{base}/trials")])
+                        lambda uri, base, study=None: [StudyLink("s", f"{base}/board", f"{base}/trials", f"{base}/charts")])
     said: list[str] = []
     seen: dict[str, list[int]] = {}
 

@@ -1,6 +1,9 @@
-"""Study plots: PNG files (Optuna's matplotlib backend, rendered off screen with Agg) and, next to each,
-the same plot as an interactive HTML page (Optuna's Plotly figures, plotly.js embedded so that the page
-works offline; MLflow previews it among the parent run's artifacts).
+"""Study plots: PNG files (Optuna's matplotlib backend, rendered off screen with Agg) and the same plots
+as interactive figures (Optuna's Plotly figures) on one HTML page, :data:`INTERACTIVE_PAGE`, that holds
+plotly.js once: the page works offline (no CDN) and opened from disk, and MLflow previews it among the
+parent run's artifacts.  A page per figure would carry its own 4.6 MB copy of plotly.js (a figure's data
+is a few kB), and a page that loads a plotly.js file next to it works from disk but not in MLflow's
+preview, which shows the page alone.
 
 Each plot is optional: one that cannot be drawn yet (e.g. parameter importances need at least two
 completed trials whose parameters vary) is skipped with the reason, never an error.  Axes carry the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 import matplotlib
@@ -33,7 +37,8 @@ from dhns_search.search.objectives import primary_index, study_objectives
 from dhns_search.search.queries import completed, pareto_front
 from dhns_search.tracking.metrics import objective_title
 
-__all__ = ["PLOTS", "PlotResult", "write_pareto_plot", "write_plots", "write_study_plot"]
+__all__ = ["INTERACTIVE_PAGE", "PLOTS", "PlotResult", "interactive_page", "write_pareto_plot", "write_plots",
+           "write_study_plot"]
 
 #: file stem -> Optuna function name (the same in optuna.visualization and its matplotlib backend)
 PLOTS = {
@@ -42,6 +47,8 @@ PLOTS = {
     "param_importances": "plot_param_importances",
     "parallel_coordinate": "plot_parallel_coordinate",
 }
+#: the page holding every interactive plot of a study (plotly.js once)
+INTERACTIVE_PAGE = "interactive.html"
 
 
 @dataclass
@@ -175,25 +182,39 @@ def _png(study: optuna.Study, name: str, kwargs: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _html(study: optuna.Study, name: str, kwargs: dict, path: Path) -> Path:
-    """One plot as a self-contained interactive HTML page (Optuna's Plotly figure)."""
+def _figure(study: optuna.Study, name: str, kwargs: dict):
+    """One plot as Optuna's Plotly figure, titled and sized like its PNG."""
     fig = getattr(ovp, PLOTS[name])(study, **kwargs)
     if name == "intermediate_values":
         fig.update_layout(yaxis_title=_targets(study)["target_name"] + " (at each evaluation)")
     if name == "parallel_coordinate":
         fig.update_layout(width=max(900, 140 * (_n_params(study) + 1)))
     fig.update_layout(title=f"study {study.study_name}: {name.replace('_', ' ')}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
-    return path
+    return fig
 
 
-def _pareto_html(study: optuna.Study, path: Path) -> Path:
+def _pareto_figure(study: optuna.Study):
     specs = study_objectives(study)
     fig = ovp.plot_pareto_front(study, target_names=[objective_title(s) for s in specs])
     fig.update_layout(title=f"study {study.study_name}: Pareto front")
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
-    return path
+    return fig
+
+
+def interactive_page(title: str, figures: dict[str, object]) -> str:
+    """One HTML page: plotly.js once in its head, then each figure (name -> Plotly figure, titled) in a
+    section of its own, with links to them at the top."""
+    from plotly.offline import get_plotlyjs
+
+    links = " · ".join(f'<a href="#{name}">{escape(name.replace("_", " "))}</a>' for name in figures)
+    sections = "".join(
+        f'<section id="{name}">{fig.to_html(full_html=False, include_plotlyjs=False)}</section>\n'  # type: ignore[attr-defined]
+        for name, fig in figures.items())
+    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+            f"<title>{escape(title)}</title>"
+            "<style>body{font-family:sans-serif;margin:1em 2em}section{margin-top:2em}</style>"
+            '<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
+            f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n'
+            f"<body><h1>{escape(title)}</h1><nav>{links}</nav>\n{sections}</body></html>\n")
 
 
 def _draw(result: PlotResult, name: str, draw) -> None:
@@ -210,10 +231,12 @@ def _draw(result: PlotResult, name: str, draw) -> None:
 
 def write_plots(study: optuna.Study, out_dir: str | Path, *, html: bool = True) -> PlotResult:
     """Draw every plot of :data:`PLOTS` that the study allows into ``out_dir/<name>.png`` and, with
-    ``html``, ``out_dir/<name>.html`` (a multi-objective study also gets ``pareto_front.png`` / ``.html``)."""
+    ``html``, all of them interactive on the one page ``out_dir/``:data:`INTERACTIVE_PAGE` (a
+    multi-objective study also gets ``pareto_front.png`` and the front on the page)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = PlotResult()
+    figures: dict[str, object] = {}
     kwargs = _targets(study)
     if len(study_objectives(study)) > 1:
         reason = _why_not("pareto_front", study)
@@ -222,7 +245,7 @@ def write_plots(study: optuna.Study, out_dir: str | Path, *, html: bool = True) 
         else:
             _draw(result, "pareto_front", lambda: write_pareto_plot(study, out / "pareto_front.png"))
             if html:
-                _draw(result, "pareto_front.html", lambda: _pareto_html(study, out / "pareto_front.html"))
+                _draw_figure(figures, result, "pareto_front", lambda: _pareto_figure(study))
     for name in PLOTS:
         reason = _why_not(name, study)
         if reason:
@@ -231,5 +254,25 @@ def write_plots(study: optuna.Study, out_dir: str | Path, *, html: bool = True) 
         args = {} if name == "intermediate_values" else kwargs
         _draw(result, name, lambda name=name, args=args: _png(study, name, args, out / f"{name}.png"))
         if html:
-            _draw(result, f"{name}.html", lambda name=name, args=args: _html(study, name, args, out / f"{name}.html"))
+            _draw_figure(figures, result, name, lambda name=name, args=args: _figure(study, name, args))
+    if figures:
+        page = out / INTERACTIVE_PAGE
+        _draw(result, INTERACTIVE_PAGE, lambda: _write_text(
+            page, interactive_page(f"study {study.study_name}: interactive plots", figures)))
     return result
+
+
+def _draw_figure(figures: dict[str, object], result: PlotResult, name: str, make) -> None:
+    """``figures[name] = make()``; a failure skips the interactive plot with the reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            figures[name] = make()
+    except Exception as err:  # noqa: BLE001 - a plot is never worth failing a study for
+        result.skipped.setdefault(f"{name}.html", f"{type(err).__name__}: {err}")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

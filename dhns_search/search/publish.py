@@ -6,7 +6,9 @@
 - when the run ends (:func:`publish_results`): ``leaderboard.csv``, ``leaderboard.md``,
   ``best_config.yaml`` (the export of the best trial; a multi-objective study's knee), the tags
   ``dhns.best_value``, ``dhns.best_trial`` (``dhns.knee_trial``, ``dhns.pareto_trials``), the
-  description and the plots (PNG and interactive HTML), then the parent is ended.
+  description and the plots (PNGs and ``plots/interactive.html``, every interactive plot on one page), then
+  the description again, now with a link that opens that page on the run's *Artifacts* tab (kept by
+  every later update: the tag ``dhns.plots`` names the page), and the parent is ended.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from optuna.trial import TrialState
 
 from dhns_search.search.export import config_text, trial_config
 from dhns_search.search.objectives import ObjectiveSpec, primary_index, study_objectives
-from dhns_search.search.plots import write_plots
+from dhns_search.search.plots import INTERACTIVE_PAGE, write_plots
 from dhns_search.search.queries import (
     LeaderRow,
     best_trial,
@@ -93,18 +95,19 @@ def leaderboard_markdown(rows: list[LeaderRow], *, metric: str = "value") -> str
     return "\n".join(lines) + "\n"
 
 
-def study_description(study: optuna.Study, *, top: int = DESCRIPTION_ROWS, limit: int = DESCRIPTION_CHARS) -> str:
-    """The parent run's description (markdown): what the study optimises, its trial counts, and the
-    leaderboard of its best ``top`` feasible completed trials (fewer if ``limit`` characters cannot hold
-    them)."""
-    text = _description(study, top)
+def study_description(study: optuna.Study, *, top: int = DESCRIPTION_ROWS, limit: int = DESCRIPTION_CHARS,
+                      plots: str | None = None) -> str:
+    """The parent run's description (markdown): what the study optimises, its trial counts, a link to the
+    interactive plots (``plots``: the link, None: none yet), and the leaderboard of its best ``top``
+    feasible completed trials (fewer if ``limit`` characters cannot hold them)."""
+    text = _description(study, top, plots)
     while len(text) > limit and top > 1:
         top //= 2
-        text = _description(study, top)
+        text = _description(study, top, plots)
     return text if len(text) <= limit else text[: limit - 40] + "\n\n(cut: see leaderboard.md)\n"
 
 
-def _description(study: optuna.Study, top: int) -> str:
+def _description(study: optuna.Study, top: int, plots: str | None = None) -> str:
     specs = study_objectives(study)
     primary = specs[primary_index(specs)]
     counts = state_counts(study)
@@ -113,6 +116,8 @@ def _description(study: optuna.Study, top: int) -> str:
     aims = ", ".join(f"{objective_title(s)} ({s.arrow})" for s in specs)
     head = (f"**Study {study.study_name}**: {aims}. {total} trials: {counts['COMPLETE']} complete, "
             f"{counts['PRUNED']} pruned, {counts['FAIL']} failed{running}.")
+    if plots:  # in the first paragraph: the page folds the description below it
+        head += f" **Plots**: [every interactive plot on one page]({plots}) (`plots/{INTERACTIVE_PAGE}`; PNGs in `plots/`)."
     lines = [head, ""]
     rows = leaderboard(study, top=top)
     if not rows:
@@ -138,7 +143,7 @@ def publish_progress(bridge: MlflowBridge, study: optuna.Study, specs: Sequence[
     if len(specs) > 1:
         metrics["pareto_size"] = len(pareto_front(study).trials)
     bridge.log_parent_metrics(metrics, step=step)
-    bridge.set_parent_description(study_description(study))
+    bridge.set_parent_description(study_description(study, plots=bridge.plots_link()))
 
 
 # ------------------------------------------------------------------------------- at the end
@@ -190,14 +195,20 @@ def _publish_leaderboard(study: optuna.Study, bridge: MlflowBridge) -> None:
         else:
             bridge.log_parent_text(config_text(trial_config(study, best)), "best_config.yaml")
     bridge.set_parent_tags(tags)
-    bridge.set_parent_description(study_description(study))
+    bridge.set_parent_description(study_description(study, plots=bridge.plots_link()))
 
 
 def _publish_plots(study: optuna.Study, bridge: MlflowBridge) -> tuple[list[str], dict[str, str]]:
+    """The plots under ``plots/``; the description then links to the interactive page."""
     tmp = Path(tempfile.mkdtemp(prefix="dhns-plots-"))
     try:
         result = write_plots(study, tmp)
         bridge.log_parent_files(result.files, "plots")
-        return [f"plots/{p.name}" for p in result.files], result.skipped
+        logged = [f"plots/{p.name}" for p in result.files]
+        page = f"plots/{INTERACTIVE_PAGE}"
+        if page in logged:
+            bridge.plots_published(page)
+            bridge.set_parent_description(study_description(study, plots=bridge.plots_link()))
+        return logged, result.skipped
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -447,6 +447,7 @@ def _study_description(run: PreparedRun, options: RunOptions) -> StudyDescriptio
     parameters and the objectives (for the saved views), the dataset and device (provenance)."""
     specs = run.objectives
     return StudyDescription(text=run.space.description, params=run.space.names,
+                            conditional=[p.name for p in run.space.params if p.when],
                             direction=specs[primary_index(specs)].direction,
                             objectives=[s.label for s in specs] if len(specs) > 1 else [], metric=run.metric,
                             dataset=run.dataset, device=options.device, metric_set=options.mlflow_metrics)

@@ -6,7 +6,7 @@ Layout in the tracking store (one experiment per study, named after it)::
     experiment <study>               tags mlflow.experimentKind (model training), mlflow.note.content (the
     │                                space's description), two saved views of the runs table (:mod:`.views`)
     ├── parent run  "<study>"        tags dhns.study, dhns.study_uid, dhns.role=parent; description = leaderboard
-    │     artifacts: space file, leaderboard.csv/.md, best_config.yaml, plots/*.png and *.html
+    │     artifacts: space file, leaderboard.csv/.md, best_config.yaml, plots/*.png, plots/interactive.html
     │     metrics:   best_value (step = trial number), n_complete ...
     └── child runs  "trial-0007"     tags mlflow.parentRunId, dhns.study, dhns.trial_number, dhns.state
           params:    the searched parameters, then the rest of the configuration as zconfig.<path>
@@ -41,6 +41,7 @@ from dhns_search.tracking.views import OBJECTIVE_METRIC, study_view_tags
 
 __all__ = [
     "MLFLOW_STATUS",
+    "PLOTS_TAG",
     "MlflowBridge",
     "StudyDescription",
     "TrialRun",
@@ -57,6 +58,9 @@ MLFLOW_STATUS = {
     "RUNNING": "RUNNING",
 }
 
+
+#: the parent run's tag naming its page of interactive plots (``plots/interactive.html``)
+PLOTS_TAG = "dhns.plots"
 
 #: what a trial's run name says after its number, by state (a completed trial's name is the bare number)
 _NAME_STATE = {"RUNNING": "running", "PRUNED": "pruned", "FAIL": "failed", "INTERRUPTED": "interrupted"}
@@ -195,6 +199,7 @@ class StudyDescription:
 
     text: str | None = None  # the space's description
     params: Sequence[str] = ()  # the searched parameters, in the space's order
+    conditional: Sequence[str] = ()  # those of ``params`` searched only when a condition holds
     direction: str = "maximize"  # of the primary objective
     objectives: Sequence[str] = ()  # labels of every objective when there are several
     metric: str = "mrr_realistic_filtered"  # train.metric (its rank policy picks the lean metrics)
@@ -225,6 +230,8 @@ class MlflowBridge:
         self.about = StudyDescription()
         self._provenance: dict[str, str] | None = None
         self._dataset: DatasetSummary | None = None
+        #: the parent's page of interactive plots (artifact path), once published (tag :data:`PLOTS_TAG`)
+        self.plots_page: str | None = None
 
     # ------------------------------------------------------------------------------ study level
     def _parents(self) -> list:
@@ -246,7 +253,8 @@ class MlflowBridge:
         if self.about.dataset is not None:
             self._dataset = dataset_summary(self.about.dataset)
         per_objective = list(objective_metrics(None, dict.fromkeys(self.about.objectives, 0.0)))
-        views = study_view_tags(self.about.params, direction=self.about.direction, extra_metrics=per_objective)
+        views = study_view_tags(self.about.params, direction=self.about.direction, extra_metrics=per_objective,
+                                conditional=self.about.conditional)
         self.experiment_id = self.tracker.experiment(self.study_name, description=self.about.text,
                                                      tags={"dhns.study": self.study_name, **views})
         parents = self._parents()
@@ -261,6 +269,7 @@ class MlflowBridge:
                     self.tracker.delete_run(extra.run_id)
             parents = parents[:1]
         self.parent_run_id = parents[0].run_id
+        self.plots_page = parents[0].tags.get(PLOTS_TAG)  # a continued study: the page of an earlier run
         self.parent.mark_running()
         self.set_parent_tags({**self.provenance(), **self.about.extra_tags, **(tags or {})})
         return self.parent_run_id
@@ -318,6 +327,22 @@ class MlflowBridge:
     def set_parent_description(self, markdown: str) -> None:
         """The parent run's description (shown at the top of its page): the leaderboard."""
         self.parent.describe(markdown)
+
+    def parent_artifact_link(self, path: str) -> str:
+        """A link for the parent run's description that opens its artifact ``path`` (``plots/x.html``) on
+        the run's *Artifacts* tab, previewed: MLflow 3's route ``#/experiments/E/runs/R/artifacts/PATH``."""
+        assert self.experiment_id is not None
+        return f"#/experiments/{self.experiment_id}/runs/{self._require_parent()}/artifacts/{path}"
+
+    def plots_published(self, path: str) -> None:
+        """The parent now holds its interactive plots at ``path``: tag :data:`PLOTS_TAG`, so that the
+        description links to them from now on, also while a later run continues the study."""
+        self.set_parent_tags({PLOTS_TAG: path})
+        self.plots_page = path
+
+    def plots_link(self) -> str | None:
+        """The description's link to the interactive plots, or None before they are published."""
+        return self.parent_artifact_link(self.plots_page) if self.plots_page else None
 
     def log_parent_text(self, text: str, name: str) -> None:
         self.parent.log_text(text, name)

@@ -11,8 +11,8 @@
   the ``mlflow.app`` plugin ``dhns-search``): every page opens in MLflow's model-training mode, and the
   Assistant panel does not open by itself.  MLflow's telemetry is off for the server's processes
   (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``) unless the environment says otherwise.
-- **Links.** Once the server answers, each study's link opens its runs table on the saved leaderboard view
-  (:mod:`.views`).
+- **Links.** Once the server answers, each study's links open its runs table on the saved leaderboard view
+  and on the comparison charts (:mod:`.views`), and one link shows the trials nested under a study's run.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dhns_search.errors import ConfigError, StudyError
 from dhns_search.files import sqlite_path
 from dhns_search.tracking.store import DEFAULT_TRACKING_URI
 from dhns_search.tracking.ui_app import APP_NAME, PLUGIN_PATH
-from dhns_search.tracking.views import LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
+from dhns_search.tracking.views import COMPARE_VIEW, LEADERBOARD_VIEW, TRIALS_VIEW, runs_url
 
 __all__ = ["DEFAULT_UI_HOST", "DEFAULT_UI_PORT", "STOP_GRACE", "StudyLink", "UiServer", "choose_port",
            "mlflow_ui_command", "serve_ui", "server_env", "study_links"]
@@ -103,6 +103,7 @@ class StudyLink:
     study: str
     leaderboard: str  # the runs table sorted by the objective
     trials: str  # the trials nested under the study's parent run
+    compare: str  # the charts comparing the trials
 
 
 def study_links(tracking_uri: str, base_url: str, study: str | None = None) -> list[StudyLink]:
@@ -114,7 +115,8 @@ def study_links(tracking_uri: str, base_url: str, study: str | None = None) -> l
         name = tags.get("dhns.study")
         if name and (study is None or name == study):
             links.append(StudyLink(name, runs_url(base_url, experiment_id, LEADERBOARD_VIEW),
-                                   runs_url(base_url, experiment_id, TRIALS_VIEW)))
+                                   runs_url(base_url, experiment_id, TRIALS_VIEW),
+                                   runs_url(base_url, experiment_id, COMPARE_VIEW)))
     return sorted(links, key=lambda link: link.study)
 
 
@@ -239,5 +241,9 @@ def _say_links(tracking_uri: str, base: str, study: str | None, say: Callable[[s
     width = max(len(link.study) for link in links)
     for link in links:
         say(f"  {link.study:<{width}}  {link.leaderboard}")
+    say("Charts comparing each study's trials (objective against each searched parameter, parallel "
+        "coordinates, validation curves):")
+    for link in links:
+        say(f"  {link.study:<{width}}  {link.compare}")
     say("The trials nested under each study's run: the view 'trials under the study run' (Views menu), e.g.")
     say(f"  {links[0].trials}")
