@@ -218,3 +218,12 @@ def test_a_misspelt_metric_is_refused_when_the_file_is_read(tmp_path, synth_data
     result = FilteredEvaluator([synth_dataset.train, synth_dataset.valid, synth_dataset.test],
                                synth_dataset.num_entities).evaluate(model, synth_dataset.valid[:20])
     assert set(result) - {"num_triples"} == evaluation_metric_names()
+
+
+def test_metric_labels_name_the_rank_policy_only_when_two_columns_would_read_alike():
+    from dhns_search.ablation.report import metric_label
+
+    both = ["mrr_realistic_filtered", "mrr_optimistic_filtered", "hits_at_10_realistic_filtered"]
+    assert [metric_label(m, both) for m in both] == ["MRR (realistic)", "MRR (optimistic)", "H@10"]
+    assert metric_label("mrr_realistic_filtered", ["mrr_realistic_filtered", "hits_at_1_realistic_filtered"]) == "MRR"
+    assert metric_label("mrr_realistic_raw", ["mrr_realistic_raw", "mrr_realistic_filtered"]) == "MRR (realistic, raw)"

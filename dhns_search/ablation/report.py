@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +25,19 @@ __all__ = ["ArmSummary", "Summary", "markdown", "summarize", "write_plot", "writ
 SHORT = {"mrr": "MRR", "hits_at_1": "H@1", "hits_at_3": "H@3", "hits_at_10": "H@10", "mr": "MR"}
 
 
-def metric_label(metric: str) -> str:
-    """``hits_at_10_realistic_filtered`` -> ``H@10``; the rank policy is said once in the report."""
+def metric_label(metric: str, among: Sequence[str] = ()) -> str:
+    """``hits_at_10_realistic_filtered`` -> ``H@10``; the rank policy is said once in the report, unless another
+    metric of ``among`` has the same short label: ``mrr_optimistic_filtered`` -> ``MRR (optimistic)``."""
     for key, label in SHORT.items():
         if metric.startswith(key + "_"):
+            if any(_short(m) == label for m in among if m != metric):
+                return f"{label} ({metric[len(key) + 1:].removesuffix('_filtered').replace('_', ', ')})"
             return label
     return metric
+
+
+def _short(metric: str) -> str:
+    return next((label for key, label in SHORT.items() if metric.startswith(key + "_")), metric)
 
 
 @dataclass
@@ -139,8 +147,9 @@ def markdown(summary: Summary, *, command: str | None = None) -> str:
     if command:
         out.append(f"- command: `{command}`")
     out.append("")
-    header = ["arm", "seeds done", *(f"valid {metric_label(m)}" for m in summary.metrics),
-              *(f"test {metric_label(m)}" for m in summary.metrics), "best epoch", "s / epoch"]
+    labels = {m: metric_label(m, summary.metrics) for m in summary.metrics}
+    header = ["arm", "seeds done", *(f"valid {labels[m]}" for m in summary.metrics),
+              *(f"test {labels[m]}" for m in summary.metrics), "best epoch", "s / epoch"]
     rows = []
     for name, arm in summary.arms.items():
         rows.append([f"`{name}`", f"{len(arm.seeds_done)}/{len(c.seeds)}",
@@ -154,12 +163,12 @@ def markdown(summary: Summary, *, command: str | None = None) -> str:
     for name, diffs in summary.differences.items():
         rows.append([f"`{name}`", *(diffs[f"final/{split}/{m}"].text() for split in ("valid", "test")
                                     for m in summary.metrics)])
-    header = ["arm", *(f"{split} {metric_label(m)}" for split in ("valid", "test") for m in summary.metrics)]
+    header = ["arm", *(f"{split} {labels[m]}" for split in ("valid", "test") for m in summary.metrics)]
     out += [_table(header, rows), ""]
     for split in ("valid", "test"):
         if not any(a.curves[split] for a in summary.arms.values()):
             continue
-        label = metric_label(first)
+        label = labels[first]
         out += [f"## {'Validation' if split == 'valid' else 'Test'} {label} by epoch (mean ± sd)", ""]
         rows = [[f"`{n}`", *(a.curve_spread(split, first, e).text() for e in summary.epochs)]
                 for n, a in summary.arms.items()]

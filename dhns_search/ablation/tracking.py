@@ -18,6 +18,7 @@ every run is done, KILLED while some are missing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dhns_search.ablation.report import Summary, markdown, metric_label
@@ -110,9 +111,9 @@ class ComparisonTracker:
         tables = text[text.index("## Final metrics"):] if "## Final metrics" in text else text
         cut = tables.find("\n## Validation")
         parent.describe((tables if cut < 0 else tables[:cut])[:5000])
-        diffs = {f"{arm}.diff_test_{metric_label(m)}": d[f"final/test/{m}"].mean
+        diffs = {f"{arm}.diff_test_{metric_label(m, summary.metrics)}": d[f"final/test/{m}"].mean
                  for arm, d in summary.differences.items() for m in summary.metrics}
-        parent.log_metrics({k.replace("@", "_at_"): v for k, v in diffs.items()}, 0)
+        parent.log_metrics({re.sub(r"[(),]", "", k.replace("@", "_at_")): v for k, v in diffs.items()}, 0)
         done = all(r.done for r in self.comparison.runs.values())
         parent.end("FINISHED" if done else "KILLED")
 
