@@ -98,6 +98,10 @@ def test_two_arms_two_seeds_match_a_direct_computation(compared):
         assert got["mean"] == pytest.approx(_interval(a, b)[0], abs=1e-12)
     md = (out / "comparison.md").read_text()
     assert "## Paired differences against `uniform`" in md and "| `diffusion` |" in md
+    from dhns_search.ablation.stats import mean_interval  # each arm's test metrics with their t-interval
+
+    test_mrr = [r["test"]["mrr_realistic_filtered"] for r in results["diffusion"]]
+    assert f"| `diffusion` | {mean_interval(test_mrr).text()} |" in md
     assert (out / "curves.png").stat().st_size > 10_000
     assert "Paired differences" in output
 
@@ -227,3 +231,13 @@ def test_metric_labels_name_the_rank_policy_only_when_two_columns_would_read_ali
     assert [metric_label(m, both) for m in both] == ["MRR (realistic)", "MRR (optimistic)", "H@10"]
     assert metric_label("mrr_realistic_filtered", ["mrr_realistic_filtered", "hits_at_1_realistic_filtered"]) == "MRR"
     assert metric_label("mrr_realistic_raw", ["mrr_realistic_raw", "mrr_realistic_filtered"]) == "MRR (realistic, raw)"
+
+
+def test_the_mean_interval_is_the_student_t_interval():
+    from dhns_search.ablation.stats import mean_interval
+
+    got = mean_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: t(0.975, 2) = 4.302652729911275
+    half = 4.302652729911275 / 3 ** 0.5
+    assert (got.mean, got.n) == (2.0, 3) and got.low == pytest.approx(2 - half) and got.high == pytest.approx(2 + half)
+    assert got.text(2) == "2.00 [-0.48, 4.48]"
+    assert mean_interval([0.5]).text() == "0.5000 (1 seed)" and mean_interval([]).text() == "-"

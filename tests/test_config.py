@@ -1,5 +1,7 @@
 """Strict configuration: types, unknown keys, key paths in errors, YAML round trip, dotted overrides."""
 
+from pathlib import Path
+
 import pytest
 
 from dhns_search.config import RunConfig, dump_yaml, load_config, preset_names, validate_config, write_yaml
@@ -88,6 +90,28 @@ def test_every_preset_validates():
     assert (paper.model.dim, paper.negatives.num, paper.train.batch_size, paper.dhns.steps) == (1024, 64, 2000, 50)
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config(preset="nope")
+
+
+def test_every_preset_says_what_it_is_and_the_tuned_ones_cite_their_campaign():
+    import re
+
+    from typer.testing import CliRunner
+
+    from dhns_search.cli import app
+    from dhns_search.config import preset_summary
+
+    for name in preset_names():
+        assert len(preset_summary(name)) > 20, name
+    tuned = [n for n in preset_names() if n.startswith("tuned-")]
+    assert {"tuned-complex-mkgy", "tuned-distmult-mkgy", "tuned-complex-dhns-mkgy"} <= set(tuned)
+    for name in tuned:
+        text = (Path(__file__).parents[1] / "dhns_search" / "config" / "presets" / f"{name}.yaml").read_text()
+        assert "campaigns/" in text and re.search(r"test MRR 0\.\d{4}", text), name  # the campaign, the row
+        cfg = load_config(preset=name)
+        assert cfg.provenance and str(cfg.provenance["study"]).startswith("campaign-")
+    listed = CliRunner().invoke(app, ["train", "--list-presets"])
+    assert listed.exit_code == 0 and "tuned-complex-mkgy" in listed.output
+    assert preset_summary("tuned-complex-mkgy")[:40] in " ".join(listed.output.split())
 
 
 def test_shipped_dhns_defaults_are_cheap_and_the_paper_preset_is_faithful():

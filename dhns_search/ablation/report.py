@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dhns_search.ablation.runner import Comparison
-from dhns_search.ablation.stats import Difference, Spread, paired_difference, spread
+from dhns_search.ablation.stats import Difference, Interval, Spread, mean_interval, paired_difference, spread
 from dhns_search.files import atomic_write_text
 
 __all__ = ["ArmSummary", "Summary", "markdown", "summarize", "write_plot", "write_reports"]
@@ -51,6 +51,9 @@ class ArmSummary:
 
     def final_spread(self, split: str, metric: str) -> Spread:
         return spread(self.final.get(split, {}).get(metric, []))
+
+    def final_interval(self, split: str, metric: str) -> Interval:
+        return mean_interval(self.final.get(split, {}).get(metric, []))
 
     def curve_spread(self, split: str, metric: str, epoch: int) -> Spread:
         return spread(list(self.curves.get(split, {}).get(metric, {}).get(epoch, {}).values()))
@@ -157,6 +160,11 @@ def markdown(summary: Summary, *, command: str | None = None) -> str:
                      *(arm.final_spread("test", m).text() for m in summary.metrics),
                      spread(arm.best_epoch).text(1), spread(arm.epoch_seconds).text(2)])
     out += ["## Final metrics (mean ± sd over seeds)", "", _table(header, rows), ""]
+    if len(c.seeds) > 1:
+        rows = [[f"`{name}`", *(arm.final_interval("test", m).text() for m in summary.metrics)]
+                for name, arm in summary.arms.items()]
+        out += ["Test metrics: the mean over seeds with its 95% t-interval.", "",
+                _table(["arm", *(f"test {labels[m]}" for m in summary.metrics)], rows), ""]
     out += [f"## Paired differences against `{ref}`", "",
             "Mean of the per-seed differences with its 95% paired-t interval; * = the interval excludes 0.", ""]
     rows = []

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Difference", "Spread", "paired_difference", "spread"]
+__all__ = ["Difference", "Interval", "Spread", "mean_interval", "paired_difference", "spread"]
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,42 @@ class Difference:
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{mark}"
 
 
+@dataclass(frozen=True)
+class Interval:
+    """The mean of ``n`` values and its 95% (or other) Student-t interval (NaN bounds for one value)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 4) -> str:
+        if self.n == 0:
+            return "-"
+        if math.isnan(self.low):
+            return f"{self.mean:.{digits}f} ({self.n} seed)"
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
 def spread(values: Sequence[float]) -> Spread:
     values = [float(v) for v in values]
     if not values:
         return Spread(math.nan, math.nan, 0)
     sd = statistics.stdev(values) if len(values) > 1 else math.nan
     return Spread(statistics.fmean(values), sd, len(values))
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The mean of ``values`` with its Student-t interval (one value has none)."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n < 2:
+        return Interval(values[0] if values else math.nan, math.nan, math.nan, n)
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
 
 
 def paired_difference(arm: Sequence[float], reference: Sequence[float], confidence: float = 0.95) -> Difference:
