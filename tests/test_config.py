@@ -103,7 +103,7 @@ def test_every_preset_says_what_it_is_and_the_tuned_ones_cite_their_campaign():
     for name in preset_names():
         assert len(preset_summary(name)) > 20, name
     tuned = [n for n in preset_names() if n.startswith("tuned-")]
-    assert {"tuned-complex-mkgy", "tuned-distmult-mkgy", "tuned-complex-dhns-mkgy"} <= set(tuned)
+    assert {"tuned-complex-mkgy", "tuned-distmult-mkgy"} <= set(tuned)
     for name in tuned:
         text = (Path(__file__).parents[1] / "dhns_search" / "config" / "presets" / f"{name}.yaml").read_text()
         assert "campaigns/" in text and re.search(r"test MRR 0\.\d{4}", text), name  # the campaign, the row

@@ -73,13 +73,15 @@ def train_command(
         "Ctrl-C or SIGTERM stops it at the next batch, checkpointed.", show_default=False)] = None,
 ) -> None:
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
-    from dhns_search.config import load_config, preset_names
+    from dhns_search.config import load_config, preset_names, preset_summary
     from dhns_search.tracking.train_runs import train_tracked
     from dhns_search.training.runs import default_run_dir
 
     if list_presets:
+        table = Table("preset", "what it is", box=None, show_header=False)
         for name in preset_names():
-            console.print(name)
+            table.add_row(name, preset_summary(name))
+        console.print(table)
         return
     if resume is not None:
         if config or preset or overrides or data or device or out or seeds != 1:

@@ -384,6 +384,23 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_summary(name: str) -> str:
+    """The first sentence of a preset's header comment, cut to about 120 characters (what ``train
+    --list-presets`` prints beside it)."""
+    res = resources.files("dhns_search.config") / "presets" / f"{name}.yaml"
+    if not res.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    words: list[str] = []
+    for line in res.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("#").split()
+    text = " ".join(words)
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= 120 else text[: text.rfind(" ", 0, 120)].rstrip(",;:") + " ..."
+
+
 def read_preset(name: str) -> dict:
     root = resources.files("dhns_search.config") / "presets"
     res = root / f"{name}.yaml"
