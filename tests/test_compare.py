@@ -116,6 +116,9 @@ def test_running_again_trains_nothing_and_a_changed_arm_is_refused(compared):
                                        "--set", "train.lr=0.01"])
     assert changed.exit_code == 2
     assert "was run with another configuration (train.lr: 0.02 -> 0.01)" in changed.output
+    noted = CliRunner().invoke(app, ["compare", str(root / "tiny.yaml"), "--out", str(out), "--no-progress",
+                                     "--set", "provenance={note: where it came from}"])  # not what trains
+    assert noted.exit_code == 0 and "training ->" not in noted.output, noted.output
     assert json.loads((out / "summary.json").read_text())["differences"] == json.loads(before)["differences"]
 
 

@@ -240,6 +240,24 @@ def test_a_replay_is_logged_under_its_trial_and_each_links_to_the_other(study, r
     assert "2 seeds" in total.data.tags["mlflow.note.content"] and total.info.status == "FINISHED"
 
 
+def test_a_trial_configuration_trained_on_another_seed_is_not_a_replay(study, runs, client, tmp_path, monkeypatch):
+    """A preset made from a trial (its provenance kept) trains seeds of its own: no verdict against the trial's
+    value, not named or nested as a replay."""
+    import dhns_search.training.runs as runs_mod
+
+    monkeypatch.setattr(runs_mod, "train", fake_seed_train)
+    loaded, _ = open_study(study.name, study.storage)
+    [(_, cfg)] = export_trials(loaded, out=tmp_path / "best.yaml")
+    assert cfg.provenance["seed"] == cfg.seed and runs_mod.is_replay(cfg)
+    derived = cfg.model_copy(update={"seed": cfg.seed + 1})
+    assert not runs_mod.is_replay(derived)
+    summary, tracked = train_tracked(derived, name="derived", seeds=1, tracking_uri=study.tracking)
+    assert summary.reproduction is None and tracked.replay_of is None
+    [run] = [client.get_run(i) for i in tracked.run_ids]
+    assert run.data.tags["dhns.role"] == "train" and "dhns.reproduction" not in run.data.tags
+    assert run.info.run_name == f"train (seed {derived.seed})"
+
+
 def test_the_leaderboard_description_fits_an_mlflow_tag(study):
     from dhns_search.search.publish import study_description
 

@@ -71,6 +71,10 @@ def test_resume_refuses_another_config_and_missing_or_old_checkpoints(synth_data
     other = load_config(preset="dhns-distmult", overrides=[*FAST, "train.lr=0.01"])
     with pytest.raises(TrainingError, match=r"another configuration \(train.lr: 0.02 -> 0.01\)"):
         train(other, dataset=synth_dataset, run_dir=tmp_path / "run", resume=True)
+    # where the configuration came from is not what trains: a provenance of its own resumes the same run
+    noted = cfg.model_copy(update={"provenance": {"study": "s", "trial": 3, "seed": 9}})
+    assert train(noted, dataset=synth_dataset, run_dir=tmp_path / "run", resume=True).history[-1]["epoch"] == \
+        cfg.train.epochs
     (tmp_path / "old").mkdir()
     torch.save({"config": {}, "epoch": 3, "model": {}}, tmp_path / "old" / "checkpoint.pt")
     with pytest.raises(TrainingError, match="checkpoint format 1"):

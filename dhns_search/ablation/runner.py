@@ -102,9 +102,10 @@ def _check_folder(path: Path, cfg: RunConfig, arm: str) -> None:
     if not path.is_file():
         return
     old = read_yaml_mapping(path)
-    old.get("train", {}).pop("progress", None)
     new = cfg.model_dump(mode="json")
-    new["train"].pop("progress", None)
+    for data in (old, new):  # neither the display nor where the configuration came from changes what trains
+        data.get("train", {}).pop("progress", None)
+        data.pop("provenance", None)
     if old != new:
         raise ConfigError(
             f"{path.parent}: arm {arm!r} was run with another configuration ({config_differences(old, new)}); "

@@ -68,6 +68,7 @@ def trial_config(study: optuna.Study, trial: FrozenTrial, *, pick: str | None = 
         "trial": trial.number,
         "valid_metric": metric,
         "valid_value": valid_value,
+        "seed": trial.user_attrs.get("seed"),  # the trial's: a run of another seed is not a replay of it
         "best_epoch": best_epoch if isinstance(best_epoch, int) else None,
         "dataset_fingerprint": trial.user_attrs.get("dataset_fingerprint"),
         "dhns_search_version": versions["dhns-search"],

@@ -109,7 +109,9 @@ class _ReplayLogger:
 
     @property
     def replay(self) -> bool:
-        return bool(self.prov.get("study"))
+        from dhns_search.training.runs import is_replay
+
+        return is_replay(self.cfg)
 
     def _name(self, what: str) -> str:
         """``trial-0007 replay (seed 42)``, ``train (seed 42)``."""

@@ -330,7 +330,8 @@ def _restore(run: _Run) -> TrainState:
         raise ConfigError("resuming needs the run folder of the run to continue")
     data = load_checkpoint(run.path / CHECKPOINT)
     saved = RunConfig.model_validate(data["config"])
-    if saved.model_dump(exclude={"train": {"progress"}}) != run.cfg.model_dump(exclude={"train": {"progress"}}):
+    what_trains = {"train": {"progress"}, "provenance": True}  # display and where the config came from do not
+    if saved.model_dump(exclude=what_trains) != run.cfg.model_dump(exclude=what_trains):
         diff = config_differences(saved.model_dump(), run.cfg.model_dump())
         raise TrainingError(f"{run.path}: the checkpoint was written by another configuration ({diff})")
     run.model.load_state_dict(data["model"])

@@ -23,7 +23,7 @@ from dhns_search.training.checkpoint import CHECKPOINT
 from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TrainResult, train
 
 __all__ = ["BEFORE_CHECKPOINT", "RUN_FILES", "SEED_PREFIX", "SUMMARY_FILE", "SeedSummary", "default_run_dir",
-           "discard_unstarted", "is_run_folder", "resume_run", "run_config", "seed_dir", "train_seeds"]
+           "discard_unstarted", "is_replay", "is_run_folder", "resume_run", "run_config", "seed_dir", "train_seeds"]
 
 #: the means and standard deviations over the seeds of a run of several seeds
 SUMMARY_FILE = "summary.json"
@@ -130,6 +130,13 @@ def train_seeds(cfg: RunConfig, *, seeds: int = 1, out_dir: str | Path | None = 
     return summary
 
 
+def is_replay(cfg: RunConfig) -> bool:
+    """The configuration replays a study's trial: it was exported from one (``provenance.study``) and keeps the
+    trial's seed (a preset made from a trial and trained on other seeds is not a replay of it)."""
+    prov = cfg.provenance or {}
+    return bool(prov.get("study")) and prov.get("seed", cfg.seed) == cfg.seed
+
+
 def _summary(cfg: RunConfig, results: list[TrainResult], out: Path | None) -> SeedSummary:
     """Means and standard deviations over ``results`` (the seeds of ``cfg``); when the configuration was
     exported from a study, its validation value beside the first seed's."""
@@ -139,6 +146,6 @@ def _summary(cfg: RunConfig, results: list[TrainResult], out: Path | None) -> Se
     std = {k: (statistics.stdev(f[k] for f in flats) if len(flats) > 1 else 0.0) for k in keys}
     reproduction = None
     prov = cfg.provenance or {}
-    if isinstance(prov.get("valid_value"), (int, float)):
+    if isinstance(prov.get("valid_value"), (int, float)) and is_replay(cfg):
         reproduction = (float(prov["valid_value"]), results[0].best_value)
     return SeedSummary(results=results, mean=mean, std=std, out_dir=out, reproduction=reproduction)
