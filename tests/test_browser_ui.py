@@ -343,6 +343,8 @@ def test_from_the_leaderboard_to_a_trial_and_on_to_its_replay(ui, page):
         replay.get_by_text("About this run").first.wait_for()
         replay.get_by_text(f"Replay of trial {BEST}").first.wait_for()
         _model_training(replay, "replay")
+        # the parent run's name loads after the page ("Parent run name loading"): wait for its link
+        replay.get_by_role("link", name=f"trial-{BEST:04d}", exact=True).first.wait_for()
         body = replay.inner_text("body")
         assert name in body and "Parent run" in body and f"trial-{BEST:04d}" in body.split("Parent run", 1)[1]
         replay.screenshot(path=str(SCREENSHOTS / "replay.png"))
