@@ -74,7 +74,7 @@ def train_tracked(cfg: RunConfig, *, name: str, seeds: int = 1, out_dir: str | P
         warn(message)
     if uri is None:
         return train_seeds(cfg, seeds=seeds, out_dir=out_dir, dataset=dataset), None
-    logger = _ReplayLogger(uri, cfg, name=name, seeds=seeds, dataset=dataset)
+    logger = _TrainRunLogger(uri, cfg, name=name, seeds=seeds, dataset=dataset)
     t0 = time.time()
     try:
         summary = train_seeds(cfg, seeds=seeds, out_dir=out_dir, dataset=dataset)
@@ -85,8 +85,8 @@ def train_tracked(cfg: RunConfig, *, name: str, seeds: int = 1, out_dir: str | P
     return summary, logger.runs
 
 
-class _ReplayLogger:
-    """The MLflow side of :func:`train_tracked`."""
+class _TrainRunLogger:
+    """The MLflow side of :func:`train_tracked`: every tracked `train` run, a replay of a trial or not."""
 
     def __init__(self, uri: str, cfg: RunConfig, *, name: str, seeds: int, dataset: Any) -> None:
         from dhns_search.tracking.provenance import run_provenance
