@@ -28,16 +28,18 @@ SHORT = {"mrr": "MRR", "hits_at_1": "H@1", "hits_at_3": "H@3", "hits_at_10": "H@
 def metric_label(metric: str, among: Sequence[str] = ()) -> str:
     """``hits_at_10_realistic_filtered`` -> ``H@10``; the rank policy is said once in the report, unless another
     metric of ``among`` has the same short label: ``mrr_optimistic_filtered`` -> ``MRR (optimistic)``."""
+    label, policy = _parts(metric)
+    if policy is not None and any(_parts(m)[0] == label for m in among if m != metric):
+        return f"{label} ({policy.removesuffix('_filtered').replace('_', ', ')})"
+    return label
+
+
+def _parts(metric: str) -> tuple[str, str | None]:
+    """``mrr_optimistic_filtered`` -> ``("MRR", "optimistic_filtered")``; an unknown metric is its own label."""
     for key, label in SHORT.items():
         if metric.startswith(key + "_"):
-            if any(_short(m) == label for m in among if m != metric):
-                return f"{label} ({metric[len(key) + 1:].removesuffix('_filtered').replace('_', ', ')})"
-            return label
-    return metric
-
-
-def _short(metric: str) -> str:
-    return next((label for key, label in SHORT.items() if metric.startswith(key + "_")), metric)
+            return label, metric[len(key) + 1:]
+    return metric, None
 
 
 @dataclass
