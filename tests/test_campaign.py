@@ -114,7 +114,8 @@ def test_campaign_spaces_are_valid_and_search_both_arms(path):
     names = {p.name for p in space.params}
     assert {"kgc", "dhns.enabled", "model.dim", "train.lr", "train.lr_schedule"} <= names
     config = space.check_overrides([])
-    assert config.data.path is not None and Path(ROOT, config.data.path).is_dir()
+    assert config.data.path is not None and Path(ROOT, config.data.path).is_dir(), \
+        f"the campaign's dataset {config.data.path} is not there (the benchmark copies live in ../shared/benchmarks)"
     assert "model.fusion" in names or config.model.fusion == "none"
 
 
