@@ -25,6 +25,8 @@ from dhns_search.ablation.spec import AblationSpec, arm_config
 from dhns_search.config.io import config_differences, read_yaml_mapping, write_yaml
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import ConfigError
+from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE
+from dhns_search.training.runs import seed_dir
 
 __all__ = ["Comparison", "RunRecord", "prepare", "run_comparison"]
 
@@ -45,7 +47,7 @@ class RunRecord:
 
     def refresh(self) -> RunRecord:
         """Re-read ``metrics.json`` and ``result.json`` from the run folder."""
-        metrics, result = self.path / "metrics.json", self.path / "result.json"
+        metrics, result = self.path / METRICS_FILE, self.path / RESULT_FILE
         self.history = json.loads(metrics.read_text()) if metrics.is_file() else []
         self.result = json.loads(result.read_text()) if result.is_file() else None
         return self
@@ -85,15 +87,15 @@ def prepare(spec: AblationSpec, out: str | Path, *, name: str, overrides: list[s
     for arm in chosen:
         cfg = arm_config(spec, arm, overrides, origin=origin)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"test_curve": True, "test": True})})
-        _check_folder(out / arm / "config.yaml", cfg, arm)
+        _check_folder(out / arm / CONFIG_FILE, cfg, arm)
         configs[arm] = cfg
     seeds = spec.seed_list if seeds is None else seeds
     out.mkdir(parents=True, exist_ok=True)
     write_yaml({"ablation": spec.model_dump(mode="json"), "overrides": list(overrides or [])},
                out / "ablation.yaml")
     for arm, cfg in configs.items():
-        write_yaml(cfg, out / arm / "config.yaml")
-    runs = {(a, s): RunRecord(a, s, out / a / f"seed-{s}").refresh() for a in configs for s in seeds}
+        write_yaml(cfg, out / arm / CONFIG_FILE)
+    runs = {(a, s): RunRecord(a, s, seed_dir(out / a, s)).refresh() for a in configs for s in seeds}
     return Comparison(name=name, spec=spec, out=out, configs=configs, seeds=seeds, runs=runs)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from dhns_search.ablation.report import Summary, markdown, metric_label
 from dhns_search.ablation.runner import Comparison, RunRecord
+from dhns_search.training.loop import CONFIG_FILE
 
 __all__ = ["ComparisonTracker"]
 
@@ -95,7 +96,7 @@ class ComparisonTracker:
             if record.result.get(split):
                 final.update({f"final_{split}_{s}": record.result[split][m] for m, s in short.items()})
         run.log_metrics(final, int(record.result["epochs_run"]))
-        run.log_file(record.path / "config.yaml")
+        run.log_file(record.path / CONFIG_FILE)
         run.end("FINISHED")
 
     def finish(self, summary: Summary) -> None:

@@ -75,7 +75,7 @@ def train_command(
     """Train DHNS (or a plain KGE model) and print validation and test metrics."""
     from dhns_search.config import load_config, preset_names, preset_summary
     from dhns_search.tracking.train_runs import train_tracked
-    from dhns_search.training.runs import default_run_dir
+    from dhns_search.training.runs import after_write_failure, default_run_dir
 
     if list_presets:
         table = Table("preset", "what it is", box=None, show_header=False)
@@ -108,7 +108,7 @@ def train_command(
     try:
         summary, tracked = train_tracked(cfg, name=name, seeds=seeds, out_dir=out_dir, tracking_uri=tracking_uri)
     except WriteError as err:
-        raise _write_failed(err, out_dir, created=not existed) from None
+        raise after_write_failure(err, out_dir, created=not existed) from None
     except Exception as err:
         from dhns_search.search.trial import is_tracking_failure, tracking_reason
         from dhns_search.tracking.train_runs import tracking_target
@@ -127,24 +127,6 @@ def train_command(
         console.print(f"mlflow: experiment {tracked.experiment!r}, {len(tracked.run_ids)} run(s)"
                       f"{' and a summary run' if tracked.summary_run_id else ''}{linked} in {tracked.tracking_uri}",
                       highlight=False, soft_wrap=True)
-
-
-def _write_failed(err: WriteError, out_dir: Path, *, created: bool) -> WriteError:
-    """A run that could not write its folder (a full disk ...): the message says how to go on.  A run that
-    checkpointed continues with --resume; one that did not leaves nothing behind, so the same command
-    starts it again."""
-    from dhns_search.training.checkpoint import CHECKPOINT
-    from dhns_search.training.runs import discard_unstarted
-
-    folder = Path(str(err.path)).parent  # the run's folder (a seed's, with --seeds N)
-    if (folder / CHECKPOINT).is_file():
-        return WriteError(err.path, f"{err.reason}; the run is checkpointed: continue it with dhns-search train "
-                          f"--resume {folder} once there is space")
-    discard_unstarted(folder, out_dir if created else None)
-    if out_dir.is_dir() and any(out_dir.iterdir()):  # --seeds N: the seeds that finished are kept
-        return WriteError(err.path, f"{err.reason}; the seeds that finished are in {out_dir}: run the same command "
-                          "with --force once there is space")
-    return WriteError(err.path, f"{err.reason}; nothing was kept: run the same command again once there is space")
 
 
 def _check_strings(*, preset: str | None, data: str | None, device: str | None, tracking_uri: str | None) -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from dhns_search.config.io import load_config
 from dhns_search.config.models import RunConfig
-from dhns_search.errors import warn
+from dhns_search.errors import WriteError, warn
 from dhns_search.files import atomic_write_text
 from dhns_search.training.checkpoint import CHECKPOINT
 from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TrainResult, train
 
-__all__ = ["BEFORE_CHECKPOINT", "RUN_FILES", "SEED_PREFIX", "SUMMARY_FILE", "SeedSummary", "default_run_dir",
-           "discard_unstarted", "is_replay", "is_run_folder", "resume_run", "run_config", "seed_dir", "train_seeds"]
+__all__ = ["BEFORE_CHECKPOINT", "RUN_FILES", "SEED_PREFIX", "SUMMARY_FILE", "SeedSummary", "after_write_failure",
+           "default_run_dir", "discard_unstarted", "is_replay", "is_run_folder", "resume_run", "run_config", "seed_dir", "train_seeds"]
 
 #: the means and standard deviations over the seeds of a run of several seeds
 SUMMARY_FILE = "summary.json"
@@ -71,6 +71,22 @@ def discard_unstarted(folder: Path, created: Path | None = None) -> None:
     for empty in (folder, created) if created is not None else (folder,):
         if empty.is_dir() and not any(empty.iterdir()):
             empty.rmdir()
+
+
+def after_write_failure(err: WriteError, out_dir: Path, *, created: bool) -> WriteError:
+    """Tidy up after a run that could not write into ``out_dir`` (a full disk ...) and say how to go on: a
+    run that checkpointed continues with ``train --resume``; what a run wrote before its first checkpoint is
+    removed (:func:`discard_unstarted`, with ``out_dir`` when the run ``created`` it), so the same command
+    starts it again; with several seeds, the seeds that finished are kept."""
+    folder = Path(str(err.path)).parent  # the run's folder (a seed's, with --seeds N)
+    if (folder / CHECKPOINT).is_file():
+        return WriteError(err.path, f"{err.reason}; the run is checkpointed: continue it with dhns-search train "
+                          f"--resume {folder} once there is space")
+    discard_unstarted(folder, out_dir if created else None)
+    if out_dir.is_dir() and any(out_dir.iterdir()):  # --seeds N: the seeds that finished are kept
+        return WriteError(err.path, f"{err.reason}; the seeds that finished are in {out_dir}: run the same command "
+                          "with --force once there is space")
+    return WriteError(err.path, f"{err.reason}; nothing was kept: run the same command again once there is space")
 
 
 def run_config(folder: str | Path) -> RunConfig:
