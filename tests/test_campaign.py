@@ -233,3 +233,58 @@ def test_pruner_startup_sets_the_completed_trials_before_pruning(tmp_path, clock
     assert study.user_attrs["dhns.run"]["pruner_startup"] == 1
     joined = joined_options(RunOptions(study="cpu", storage=f"sqlite:///{tmp_path / 'studies.db'}", join=True))
     assert joined.pruner == "median" and joined.pruner_startup == 1
+
+
+@pytest.mark.parametrize("name", sorted(n for n in __import__("dhns_search.config", fromlist=["preset_names"])
+                                        .preset_names() if n.startswith("tuned-")))
+def test_a_tuned_preset_is_the_campaign_trial_it_cites(name, tmp_path):
+    """A ``tuned-*`` preset trains what its campaign's journal (committed under campaigns/) recorded for the
+    trial its provenance names: the same model, negatives, loss, DHNS and training settings, the trial's
+    validation value, and the best epoch as the number of epochs; only the seed and what the preset leaves
+    out on purpose (the feature table, unread when nothing fuses features and DHNS is off) may differ."""
+    from dhns_search.config import load_config
+    from dhns_search.search.export import trial_config
+
+    preset = load_config(preset=name)
+    prov = preset.provenance
+    campaign = str(prov["study"]).removeprefix("campaign-")
+    journal = ROOT / "campaigns" / campaign / "study.journal"
+    assert journal.is_file(), f"{name}: its campaign's journal {journal} is not committed"
+    study, _ = open_study(prov["study"], f"journal:{journal}")
+    trial = study.trials[int(prov["trial"])]
+    exported = trial_config(study, trial)
+    assert round(exported.provenance["valid_value"], 4) == round(float(prov["valid_value"]), 4), name
+    assert preset.train.epochs == exported.train.epochs == prov["best_epoch"], name
+    assert preset.dhns.enabled == exported.dhns.enabled, name
+    sections = ("model", "negatives", "loss", "train") + (("dhns",) if preset.dhns.enabled else ())  # off: unread
+    for section in sections:
+        got, want = getattr(preset, section).model_dump(), getattr(exported, section).model_dump()
+        assert got == want, f"{name}: {section} differs from trial {prov['trial']} of {prov['study']}"
+    assert preset.data.path == exported.data.path, name
+    if preset.model.fusion == "none" and not preset.dhns.enabled:
+        assert preset.data.features == {} and preset.data.placeholder_features == {}, name
+    else:
+        assert preset.data.features == exported.data.features, name
+
+
+@pytest.mark.parametrize("name", sorted(n for n in __import__("dhns_search.config", fromlist=["preset_names"])
+                                        .preset_names() if n.startswith("tuned-")))
+def test_a_tuned_preset_cites_the_test_mrr_its_committed_comparison_measured(name):
+    """The row a ``tuned-*`` preset's header cites is the mean test MRR over at least 3 seeds of one arm of
+    the comparison it names (``--out campaigns/...``), whose results are committed."""
+    import json
+    import re
+    import statistics
+
+    text = (ROOT / "dhns_search" / "config" / "presets" / f"{name}.yaml").read_text()
+    folder = re.search(r"--out (campaigns/[^\s)]+)", text)
+    cited = re.search(r"test MRR (0\.\d{4})", text)
+    assert folder and cited, f"{name}: the header names no comparison folder or no test MRR"
+    summary = json.loads((ROOT / folder.group(1) / "summary.json").read_text())
+    means = {}
+    for arm, data in summary["arms"].items():
+        values = data["final"]["test"]["mrr_realistic_filtered"]
+        if len(data["seeds_done"]) >= 3:
+            means[arm] = round(statistics.fmean(values), 4)
+    assert float(cited.group(1)) in means.values(), f"{name}: cites {cited.group(1)}, the arms measured {means}"
+
