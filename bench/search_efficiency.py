@@ -13,9 +13,11 @@ those that do is shown).  Trials run with one torch thread, so CPU seconds are t
         [--cpu-seconds 300] [--strategies random,tpe,tpe-median,tpe-hyperband] [--set KEY=VALUE ...]
         [--plot docs/results/search-efficiency-embedded.png] [--record]
 
-Studies go to ``bench/out/search-efficiency/<space>/studies.db`` (one per strategy and repetition; ``--out``
-another folder): the same command continues an interrupted benchmark, and repetitions already at their budget
-are not rerun.
+Studies go to one Optuna journal, ``bench/out/search-efficiency/<space>/studies.journal`` (one study per strategy
+and repetition; ``--out`` another folder, whose ``work/`` holds the trials' folders): the same command continues
+an interrupted benchmark, and repetitions already at their budget are not rerun.  A journal is a text file that
+only grows, so a benchmark of more than one sitting can keep it under version control (``--out
+campaigns/efficiency-<name>``) and continue on another machine.
 Figures are printed and, with ``--record``, appended to docs/benchmarks.md.
 """
 
@@ -44,13 +46,18 @@ STRATEGIES = {
 TARGET_FRACTION = 0.99
 
 
+def storage_url(out: Path) -> str:
+    """The benchmark's Optuna storage: one journal file in ``out`` for every strategy and repetition."""
+    return f"journal:{out / 'studies.journal'}"
+
+
 def run_one(space: Path, strategy: str, rep: int, budget: float, out: Path, overrides: list[str]) -> None:
     """One study of ``strategy`` with study seed ``rep`` to ``budget`` CPU seconds (continued if it exists)."""
     from dhns_search.search.options import RunOptions
     from dhns_search.search.runner import run_study
 
     sampler, pruner = STRATEGIES[strategy]
-    options = RunOptions(space=space, study=f"{strategy}-{rep}", storage=f"sqlite:///{out / 'studies.db'}",
+    options = RunOptions(space=space, study=f"{strategy}-{rep}", storage=storage_url(out),
                          tracking_uri="none", sampler=sampler, pruner=pruner, seed=rep, cpu_hours=budget / 3600.0,
                          work_dir=out / "work", overrides=overrides)
     summary = run_study(options)
@@ -200,14 +207,16 @@ def main() -> None:
             for strategy in strategies:
                 run_one(space, strategy, rep, args.cpu_seconds, out, args.overrides)
 
-    storage = f"sqlite:///{out / 'studies.db'}"
+    from dhns_search.search.storage import make_storage
+
+    storage = make_storage(storage_url(out), create=False) if (out / "studies.journal").is_file() else None
     curves = {}
     for strategy in strategies:
         runs = []
         for rep in range(args.reps):
             try:
                 study = optuna.load_study(study_name=f"{strategy}-{rep}", storage=storage)
-            except KeyError:
+            except (KeyError, ValueError):  # not run (ValueError: no storage yet)
                 continue
             runs.append(curve(study, args.cpu_seconds))
         if runs:
