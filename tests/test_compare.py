@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +248,106 @@ def test_the_mean_interval_is_the_student_t_interval():
     assert (got.mean, got.n) == (2.0, 3) and got.low == pytest.approx(2 - half) and got.high == pytest.approx(2 + half)
     assert got.text(2) == "2.00 [-0.48, 4.48]"
     assert mean_interval([0.5]).text() == "0.5000 (1 seed)" and mean_interval([]).text() == "-"
+
+
+def _compare_process(root: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "dhns_search", "compare", str(root / "tiny.yaml"), "--out", str(out),
+                             "--no-progress"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_a_run_another_process_holds_is_left_to_it_and_taken_up_last(compared, tmp_path):
+    """While another process holds a run's lock, compare trains every other run first, then waits for the
+    lock and trains that one itself when the holder let it go unfinished; the results are bit for bit
+    those of a comparison in one process."""
+    from dhns_search.files import file_lock
+
+    _, sequential, _ = compared
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    out = tmp_path / "out"
+    held = file_lock(out / "diffusion" / "seed-3", timeout=0)
+    held.acquire()
+    proc = _compare_process(tmp_path, out)
+    others = [out / arm / f"seed-{s}" / "result.json" for arm, s in (("uniform", 3), ("uniform", 7), ("diffusion", 7))]
+    deadline = time.monotonic() + 240
+    try:
+        while not all(p.is_file() for p in others):
+            assert proc.poll() is None and time.monotonic() < deadline, "the free runs did not finish"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert proc.poll() is None, "compare ended without the held run"
+        assert not (out / "diffusion" / "seed-3" / "config.yaml").exists()  # not started while held
+    finally:
+        held.release()
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert "diffusion seed 3: another process is training it" in output
+    assert output.count("training ->") == 4
+    for arm in ("uniform", "diffusion"):
+        for s in (3, 7):
+            got = json.loads((out / arm / f"seed-{s}" / "result.json").read_text())
+            want = json.loads((sequential / arm / f"seed-{s}" / "result.json").read_text())
+            assert got["test"] == want["test"] and got["valid"] == want["valid"], (arm, s)
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(summary["arms"][a]["seeds_done"] == [3, 7] for a in ("uniform", "diffusion"))
+
+
+def test_two_processes_on_one_comparison_train_each_run_once_and_report_it_all(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    out = tmp_path / "out"
+    procs = [_compare_process(tmp_path, out) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum(o.count("training ->") for o in outputs) == 4, outputs  # each of the 2 arms x 2 seeds once
+    for o in outputs:  # both print the whole report: every arm with both seeds done
+        assert "| `uniform` | 2/2 |" in o and "| `diffusion` | 2/2 |" in o, o
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(summary["arms"][a]["seeds_done"] == [3, 7] for a in ("uniform", "diffusion"))
+
+
+def test_a_stop_request_while_waiting_for_another_process_ends_compare_as_interrupted(tmp_path):
+    import threading
+
+    from dhns_search.ablation import prepare, run_comparison
+    from dhns_search.ablation.runner import StoppedWaiting
+    from dhns_search.files import file_lock
+
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    comparison = prepare(load_ablation(tmp_path / "tiny.yaml"), tmp_path / "out", name="tiny")
+    locks = [file_lock(r.path, timeout=0) for r in comparison.runs.values()]
+    for lock in locks:  # every run held by "another process"
+        lock.acquire()
+    busy, stop = [], threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    try:
+        with pytest.raises(StoppedWaiting, match="another process trains arm 'uniform' seed 3"):
+            run_comparison(comparison, progress=False, stop=stop, on_busy=busy.append, poll=0.1)
+    finally:
+        for lock in locks:
+            lock.release()
+    assert [(r.arm, r.seed) for r in busy] == [("uniform", 3), ("diffusion", 3), ("uniform", 7), ("diffusion", 7)]
+    assert isinstance(StoppedWaiting(busy[0]), TrainingInterrupted)  # the CLI reports it as an interruption
+    assert not any(r.path.exists() for r in comparison.runs.values())
+
+
+def test_a_folder_made_before_a_setting_existed_reads_it_as_its_default(compared, tmp_path):
+    import shutil
+
+    from dhns_search.ablation import prepare
+    from dhns_search.config.io import read_yaml_mapping, write_yaml
+
+    root, out, _ = compared
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for arm in ("uniform", "diffusion"):
+        written = read_yaml_mapping(copy / arm / "config.yaml")
+        for key in ("valid_split", "valid_holdout"):  # as an older dhns-search wrote it
+            del written["data"][key]
+        write_yaml(written, copy / arm / "config.yaml")
+    spec = load_ablation(root / "tiny.yaml")
+    comparison = prepare(spec, copy, name="tiny")
+    assert all(r.done for r in comparison.runs.values())
+    with pytest.raises(ConfigError, match="valid_split"):  # a real difference is still refused
+        prepare(spec, copy, name="tiny", overrides=["data.valid_split=file"])

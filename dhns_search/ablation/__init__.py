@@ -53,11 +53,15 @@ def run_ablation(
     command: str | None = None,
     stop: threading.Event | None = None,
     on_start: Callable[[RunRecord, bool], None] | None = None,
+    on_busy: Callable[[RunRecord], None] | None = None,
 ) -> Summary:
     """Run (or continue) the ablation in ``path`` and write its reports; return the summary.
 
     ``seeds`` replaces the file's seeds by ``0..seeds-1``; ``arms`` runs a subset (the reference is always
-    included).  Reports are rewritten after every run, so an interrupted comparison leaves partial tables.
+    included).  Reports are rewritten after every run, so an interrupted comparison leaves partial tables;
+    they are made from every run folder as it is then, so several processes running the same comparison
+    (:func:`~dhns_search.ablation.runner.run_comparison`; ``on_busy`` is told of each run another one holds)
+    write the same reports.
     """
     path = Path(path)
     spec = load_ablation(path)
@@ -70,15 +74,20 @@ def run_ablation(
 
         tracker = ComparisonTracker(tracking_uri, comparison)
 
+    def refreshed(comp: Comparison) -> Comparison:
+        for other in comp.runs.values():  # runs that other processes finished meanwhile
+            other.refresh()
+        return comp
+
     def on_end(comp: Comparison, record: RunRecord) -> None:
-        write_reports(comp, command=command)
+        write_reports(refreshed(comp), command=command)
         if tracker is not None:
             tracker.log_run(record)
 
     try:
-        run_comparison(comparison, progress=progress, stop=stop, on_start=on_start, on_end=on_end)
+        run_comparison(comparison, progress=progress, stop=stop, on_start=on_start, on_end=on_end, on_busy=on_busy)
     finally:
-        summary = write_reports(comparison, command=command)
+        summary = write_reports(refreshed(comparison), command=command)
         if tracker is not None:
             tracker.finish(summary)
     return summary

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dhns_search.ablation.runner import Comparison
 from dhns_search.ablation.stats import Difference, Interval, Spread, mean_interval, paired_difference, spread
-from dhns_search.files import atomic_write_text
+from dhns_search.files import atomic_write, atomic_write_text
 
 __all__ = ["ArmSummary", "Summary", "markdown", "summarize", "write_plot", "write_reports"]
 
@@ -222,8 +222,7 @@ def write_plot(summary: Summary, path: str | Path) -> Path | None:
     fig.suptitle(f"{summary.comparison.name}: mean over seeds, band = ±1 sd")
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic_write(out, lambda f: fig.savefig(f, dpi=110, format="png"))  # processes sharing a comparison
     plt.close(fig)
     return out
 

@@ -8,7 +8,8 @@ Layout of the output folder::
     OUT/summary.json, OUT/comparison.md, OUT/curves.png   (written by :mod:`.report`)
 
 Runs go seed by seed (every arm with seed 0, then with seed 1, ...), so partial results are already
-paired.  Running the same command again skips finished runs, resumes interrupted ones from their last
+paired.  Several processes (or machines sharing the folder) may run the same comparison at once: each run is
+trained by the one process that holds its lock (:func:`run_comparison`).  Running the same command again skips finished runs, resumes interrupted ones from their last
 checkpoint (bit for bit on CPU) and refuses an output folder made with another configuration.
 """
 
@@ -21,14 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import Timeout
+
 from dhns_search.ablation.spec import AblationSpec, arm_config
-from dhns_search.config.io import config_differences, read_yaml_mapping, write_yaml
+from dhns_search.config.io import config_differences, read_yaml_mapping, validate_config, write_yaml
 from dhns_search.config.models import RunConfig
 from dhns_search.errors import ConfigError
-from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE
+from dhns_search.files import file_lock
+from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TrainingInterrupted
 from dhns_search.training.runs import seed_dir
 
-__all__ = ["Comparison", "RunRecord", "prepare", "run_comparison"]
+__all__ = ["Comparison", "RunRecord", "StoppedWaiting", "prepare", "run_comparison"]
 
 
 @dataclass
@@ -104,6 +108,10 @@ def _check_folder(path: Path, cfg: RunConfig, arm: str) -> None:
     if not path.is_file():
         return
     old = read_yaml_mapping(path)
+    try:  # a setting added since the folder was made reads as its default
+        old = validate_config(old, str(path)).model_dump(mode="json")
+    except ConfigError:
+        pass  # compared as written: the difference is reported below
     new = cfg.model_dump(mode="json")
     for data in (old, new):  # neither the display nor where the configuration came from changes what trains
         data.get("train", {}).pop("progress", None)
@@ -117,20 +125,40 @@ def _check_folder(path: Path, cfg: RunConfig, arm: str) -> None:
 
 def run_comparison(comparison: Comparison, *, progress: bool = True, stop: threading.Event | None = None,
                    on_start: Callable[[RunRecord, bool], None] | None = None,
-                   on_end: Callable[[Comparison, RunRecord], None] | None = None) -> Comparison:
+                   on_end: Callable[[Comparison, RunRecord], None] | None = None,
+                   on_busy: Callable[[RunRecord], None] | None = None, poll: float = 5.0) -> Comparison:
     """Train every unfinished run (seed-major order), resuming interrupted ones; ``on_start(record,
-    resumed)`` and ``on_end(comparison, record)`` are called around each."""
+    resumed)`` and ``on_end(comparison, record)`` are called around each.
+
+    Several processes may run the same comparison at once (on one machine, or on machines that share the
+    output folder on a file system with POSIX locks): a process trains a run only while it holds the run's
+    file lock (``<arm>/.locks/seed-<s>.lock``), so each run is trained by one of them.  A run another process
+    holds is passed over (``on_busy(record)``) and taken up after the runs nobody holds: this process waits
+    for its lock (polling ``poll`` seconds, so that a stop request is heard) and then finds it finished, or
+    resumes it from its checkpoint when the other process stopped first.  A dead process's lock is freed by
+    the operating system, so nothing is left to clear by hand.
+    """
     from dhns_search.data import load_from_config
     from dhns_search.training.checkpoint import CHECKPOINT
     from dhns_search.training.loop import train
 
     datasets: dict[str, Any] = {}
-    for seed in comparison.seeds:
-        for arm, cfg in comparison.configs.items():
-            record = comparison.runs[arm, seed]
-            if record.done:
-                continue
-            cfg = cfg.model_copy(update={"seed": seed,
+
+    def attempt(record: RunRecord, wait: bool) -> bool:
+        """Train ``record`` if this process gets its lock (waiting for it when ``wait``); False when busy."""
+        lock = file_lock(record.path, timeout=0)
+        while True:
+            try:
+                lock.acquire(timeout=poll if wait else 0)
+                break
+            except Timeout:
+                if not wait or (stop is not None and stop.is_set()):
+                    return False
+        try:
+            if record.refresh().done:  # another process finished it (and reported it)
+                return True
+            cfg = comparison.configs[record.arm]
+            cfg = cfg.model_copy(update={"seed": record.seed,
                                          "train": cfg.train.model_copy(update={"progress": progress})})
             key = cfg.data.model_dump_json()
             if key not in datasets:
@@ -142,4 +170,30 @@ def run_comparison(comparison: Comparison, *, progress: bool = True, stop: threa
             record.refresh()
             if on_end is not None:
                 on_end(comparison, record)
+            return True
+        finally:
+            lock.release()
+
+    busy: list[RunRecord] = []
+    for seed in comparison.seeds:
+        for arm in comparison.configs:
+            record = comparison.runs[arm, seed]
+            if record.refresh().done:
+                continue
+            if not attempt(record, wait=False):
+                busy.append(record)
+                if on_busy is not None:
+                    on_busy(record)
+    for record in busy:  # held by other processes when this one came to them
+        if not attempt(record, wait=True):
+            raise StoppedWaiting(record)
     return comparison
+
+
+class StoppedWaiting(TrainingInterrupted):
+    """A stop request came while this process waited for a run that another process trains."""
+
+    def __init__(self, record: RunRecord) -> None:
+        Exception.__init__(self, f"stopped while another process trains arm {record.arm!r} seed {record.seed} "
+                           f"({record.path})")
+        self.epoch, self.batch, self.checkpoint = 0, 0, None

@@ -28,6 +28,8 @@ def compare_command(
 
     Runs again with the same command continue where they stopped (finished runs are kept, interrupted
     ones resume from their checkpoint).  Ctrl-C or SIGTERM stops at the next batch and checkpoints.
+    The same command started several times (or on machines sharing --out) shares the runs out: each is
+    trained by one process.
     """
     from dhns_search.ablation import run_ablation
     from dhns_search.cli._signals import exit_code, stop_on_signals
@@ -43,12 +45,17 @@ def compare_command(
         console.print(f"[bold]{record.arm}[/] seed {record.seed}: {'resuming' if resumed else 'training'} "
                       f"-> {record.path}")
 
+    def on_busy(record) -> None:
+        console.print(f"[bold]{record.arm}[/] seed {record.seed}: another process is training it; taken up "
+                      "after the others (finished there, or resumed here if that process stops)")
+
     try:
         with stop_on_signals() as (stop, received):  # first signal: stop at the next batch; second: now
             summary = run_ablation(
                 ablation, out=out, overrides=list(overrides or []), seeds=seeds,
                 arms=None if arms is None else [a.strip() for a in arms.split(",") if a.strip()],
-                progress=progress, tracking_uri=tracking_uri, command=command, stop=stop, on_start=on_start)
+                progress=progress, tracking_uri=tracking_uri, command=command, stop=stop, on_start=on_start,
+                on_busy=on_busy)
     except TrainingInterrupted as err:
         echo_err(f"[yellow]interrupted[/]: {err}; the reports hold what finished.\ncontinue with: {command}")
         raise typer.Exit(exit_code(received)) from None
