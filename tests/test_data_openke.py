@@ -215,3 +215,73 @@ def test_concurrent_cache_fills_agree(tmp_path: Path, monkeypatch) -> None:
     assert len(set(results)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [results[0].name]
     assert load_dataset(results[0]).num_entities == 50
+
+
+def test_clean_validation_drops_training_and_test_triples_and_repeats(make_openke, tmp_path: Path) -> None:
+    root = make_openke(
+        train=((0, 0, 1), (1, 1, 2), (2, 0, 3), (3, 1, 4), (4, 0, 0)),
+        valid=((0, 1, 3), (0, 0, 1), (1, 0, 3), (0, 1, 3), (2, 1, 4), (4, 0, 0)),
+        test=((1, 0, 3), (3, 0, 2)),
+    )
+    raw = load_from_config(DataConfig(path=str(root), features={}, valid_split="file"))
+    assert raw.valid.tolist() == [[0, 1, 3], [0, 0, 1], [1, 0, 3], [0, 1, 3], [2, 1, 4], [4, 0, 0]]
+    clean = load_from_config(DataConfig(path=str(root), features={}))  # the default
+    assert clean.valid.tolist() == [[0, 1, 3], [2, 1, 4]]  # first occurrences of the unseen rows, in order
+    assert clean.train.tolist() == raw.train.tolist() and clean.test.tolist() == raw.test.tolist()
+    note = ("tiny/valid2id.txt: 2 row(s) that are training triples, 1 that are test triples and 1 repeat(s) left "
+            "out of validation (data.valid_split clean): 2 of 6 rows evaluated")
+    assert clean.load_notes[0].startswith(note) and "too few to select on" in clean.load_notes[0]
+    assert any(w.startswith(note) for w in clean.warnings)
+    assert clean.fingerprint() != raw.fingerprint()
+    nothing = make_openke(name="leaky", valid=((0, 0, 1),))
+    with pytest.raises(DataError, match="the valid split is empty"):
+        load_from_config(DataConfig(path=str(nothing), features={}))
+
+
+@pytest.mark.benchmarks
+def test_db15k_validation_cleaned_matches_a_set_reference(benchmarks_dir: Path) -> None:
+    """DB15K's validation file is mostly training triples: the cleaned split is the file's rows, in order,
+    that are neither training nor test triples nor repeats, computed here with Python sets."""
+    def rows(name: str) -> list[tuple[int, int, int]]:
+        lines = (benchmarks_dir / "DB15K" / f"{name}2id.txt").read_text().split("\n")
+        return [(int(h), int(r), int(t)) for h, t, r in (line.split() for line in lines[1:int(lines[0]) + 1])]
+
+    train, test = set(rows("train")), set(rows("test"))
+    expected, seen = [], set()
+    for triple in rows("valid"):
+        if triple not in train and triple not in test and triple not in seen:
+            expected.append(list(triple))
+        seen.add(triple)
+    ds = load_from_config(DataConfig(path=str(benchmarks_dir / "DB15K"), features={}))
+    assert ds.valid.tolist() == expected and len(expected) == 73
+    assert "8,719 row(s) that are training triples, 1,105 that are test triples" in ds.load_notes[0]
+
+
+@pytest.mark.benchmarks
+def test_holdout_validation_is_a_fixed_draw_of_training_triples_that_leaves_nothing_unseen(
+        benchmarks_dir: Path) -> None:
+    path = str(benchmarks_dir / "MKG-Y")
+    raw = load_dataset(path, features=None)
+    ds = load_from_config(DataConfig(path=path, features={}, valid_split="holdout", valid_holdout=2000))
+    again = load_from_config(DataConfig(path=path, features={}, valid_split="holdout", valid_holdout=2000))
+    assert ds.valid.shape == (2000, 3) and ds.train.shape[0] == raw.train.shape[0] - 2000
+    assert torch.equal(ds.valid, again.valid) and torch.equal(ds.train, again.train)  # the same draw every time
+    assert sorted(ds.train.tolist() + ds.valid.tolist()) == sorted(raw.train.tolist())  # a partition of train
+    for column in (0, 1):  # every entity and relation of the training file still has a training triple
+        before = set(raw.train[:, column].tolist()) | (set(raw.train[:, 2].tolist()) if column == 0 else set())
+        after = set(ds.train[:, column].tolist()) | (set(ds.train[:, 2].tolist()) if column == 0 else set())
+        assert before == after
+    assert torch.equal(ds.test, raw.test)
+    assert "held out of training (data.valid_split holdout, draw seed 0)" in ds.load_notes[0]
+    greedy = load_from_config(DataConfig(path=path, features={}, valid_split="holdout", valid_holdout=10**6))
+    assert 0 < greedy.valid.shape[0] < raw.train.shape[0] and "only" in greedy.load_notes[0]
+
+
+def test_valid_split_settings_are_checked() -> None:
+    from dhns_search.config import validate_config
+    from dhns_search.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.valid_split"):
+        validate_config({"data": {"valid_split": "test"}}, "cfg")
+    with pytest.raises(ConfigError, match="data.valid_holdout"):
+        validate_config({"data": {"valid_holdout": 0}}, "cfg")

@@ -86,6 +86,18 @@ class DataConfig(StrictModel):
         default_factory=dict,
         description="name -> width of a feature table with every row missing (a modality marked missing)",
     )
+    valid_split: Literal["clean", "file", "holdout"] = Field(
+        "clean", description="what validation (which selects epochs and trials) evaluates: 'clean' = the file's "
+        "rows less those that are training or test triples and repeats (a training triple measures memorisation, "
+        "a test triple leaks the test into selection; DB15K's valid2id.txt: 8,719 of 9,904 rows are training "
+        "triples and 824 of the rest test triples, so 73 remain); 'file' = the file as given; 'holdout' = "
+        "data.valid_holdout training triples drawn once (a fixed draw, the same for every run) and left out of "
+        "training, the file ignored.  The test split is always evaluated as given",
+    )
+    valid_holdout: int = Field(
+        3000, ge=1, description="with data.valid_split holdout: how many training triples become the validation "
+        "split (never the last triple of an entity or relation, so none becomes unseen)",
+    )
 
     @field_validator("modalities")
     @classmethod

@@ -383,6 +383,8 @@ def load_dataset(
     features: str | Mapping[str, str | os.PathLike[str]] | None = "auto",
     modalities: Sequence[str] | None = None,
     placeholder_features: Mapping[str, int] | None = None,
+    valid_split: str = "file",
+    valid_holdout: int = 3000,
 ) -> KGDataset:
     """Read an OpenKE dataset directory and its modality feature tables.
 
@@ -398,6 +400,8 @@ def load_dataset(
         modalities: keep only these tables (``None`` = all found); an unknown name is an error.
             ``"structural"`` (the learned table, never a file) is accepted and ignored.
         placeholder_features: name -> width of a table of zeros with every row marked missing.
+        valid_split: ``"file"`` (the split files as given: ``data check`` and ``data info``), ``"clean"`` or
+            ``"holdout"`` with ``valid_holdout`` (:func:`choose_valid`; a load note says what was done).
     """
     root = Path(path)
     check_layout(root)
@@ -418,6 +422,10 @@ def load_dataset(
         test=splits["test"],
     )
     check_splits(dataset)
+    dataset.train, dataset.valid, chosen = choose_valid(dataset.train, dataset.valid, dataset.test, valid_split,
+                                                        valid_holdout, f"{label}/{SPLIT_FILES['valid']}",
+                                                        len(entities), len(relations))
+    check_splits(dataset)
     dataset.features, dataset.load_notes = load_feature_tables(
         root,
         len(entities),
@@ -425,8 +433,76 @@ def load_dataset(
         modalities=modalities,
         placeholder_features=placeholder_features,
     )
+    if chosen:
+        dataset.load_notes.insert(0, chosen)
     dataset.warnings = dataset_warnings(dataset)
     return dataset
+
+
+#: below this many rows, a cleaned validation split is flagged as too small to select epochs or trials on
+MIN_CLEAN_VALID = 1000
+#: the seed of the draw of ``valid_split: holdout`` (fixed: every run and trial validates on the same triples)
+HOLDOUT_SEED = 0
+
+
+def choose_valid(train: torch.Tensor, valid: torch.Tensor, test: torch.Tensor, mode: str, holdout: int,
+                 label: str, num_entities: int, num_relations: int) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+    """The training and validation splits that ``data.valid_split`` asks for, and a note of what changed.
+
+    - ``"file"``: both as given (no note);
+    - ``"clean"``: validation without its rows that are training or test triples, and without repeats of an
+      earlier row (order kept); the note counts them (None when nothing was dropped);
+    - ``"holdout"``: ``holdout`` training triples drawn with :data:`HOLDOUT_SEED` become the validation
+      split and leave training; a triple is taken only while its entities and relation keep another
+      training triple, so none becomes unseen.  Fewer are taken when no more can be (the note says so).
+
+    An empty result is refused afterwards by :func:`check_splits`.
+    """
+    if mode == "file" or valid.shape[0] == 0 and mode == "clean":
+        return train, valid, None
+    if mode == "clean":
+        def keys(t: torch.Tensor) -> np.ndarray:
+            return _keys(t, num_entities, num_relations)
+
+        k = keys(valid)
+        in_train, in_test = np.isin(k, keys(train)), np.isin(k, keys(test))
+        first = np.zeros(k.shape[0], dtype=bool)
+        first[np.unique(k, return_index=True)[1]] = True
+        keep = first & ~in_train & ~in_test
+        if keep.all():
+            return train, valid, None
+        note = (f"{label}: {int(in_train.sum()):,} row(s) that are training triples, "
+                f"{int((in_test & ~in_train).sum()):,} that are test triples and "
+                f"{int((~first & ~in_train & ~in_test).sum()):,} repeat(s) left out of validation "
+                f"(data.valid_split clean): {int(keep.sum()):,} of {k.shape[0]:,} rows evaluated")
+        if keep.sum() < MIN_CLEAN_VALID:
+            note += "; too few to select on: data.valid_split holdout validates on training triples held out"
+        return train, valid[torch.from_numpy(keep)], note
+    if mode != "holdout":
+        raise ValueError(f"unknown valid_split {mode!r}")
+    a = train.cpu().numpy()
+    entity_uses = np.bincount(np.concatenate([a[:, 0], a[:, 2]]), minlength=num_entities)
+    relation_uses = np.bincount(a[:, 1], minlength=num_relations)
+    taken: list[int] = []
+    for i in np.random.default_rng(HOLDOUT_SEED).permutation(a.shape[0]):
+        if len(taken) == holdout:
+            break
+        h, r, t = (int(x) for x in a[i])
+        need = 2 if h != t else 3  # a self-loop uses its entity twice
+        if entity_uses[h] < need or entity_uses[t] < need or relation_uses[r] < 2:
+            continue
+        entity_uses[h] -= 1
+        entity_uses[t] -= 1
+        relation_uses[r] -= 1
+        taken.append(int(i))
+    held = np.zeros(a.shape[0], dtype=bool)
+    held[taken] = True
+    short = f" (only {len(taken):,} could be taken without making an entity or relation unseen)" \
+        if len(taken) < holdout else ""
+    note = (f"{label}: not used; validation is {len(taken):,} of the {a.shape[0]:,} training triples, held out of "
+            f"training (data.valid_split holdout, draw seed {HOLDOUT_SEED}){short}")
+    index = torch.from_numpy(np.asarray(taken, dtype=np.int64))
+    return train[torch.from_numpy(~held)], train[index], note
 
 
 def cache_root() -> Path:
@@ -480,6 +556,8 @@ def load_from_config(cfg: DataConfig) -> KGDataset:
             features=cfg.features,
             modalities=cfg.modalities,
             placeholder_features=cfg.placeholder_features,
+            valid_split=cfg.valid_split,
+            valid_holdout=cfg.valid_holdout,
         )
         dataset.name = SYNTHETIC_NAME
         return dataset
@@ -488,4 +566,6 @@ def load_from_config(cfg: DataConfig) -> KGDataset:
         features=cfg.features,
         modalities=cfg.modalities,
         placeholder_features=cfg.placeholder_features,
+        valid_split=cfg.valid_split,
+        valid_holdout=cfg.valid_holdout,
     )
