@@ -209,14 +209,16 @@ def main() -> None:
 
     from dhns_search.search.storage import make_storage
 
-    storage = make_storage(storage_url(out), create=False) if (out / "studies.journal").is_file() else None
+    if not (out / "studies.journal").is_file():
+        raise SystemExit(f"no studies in {out}: run the benchmark without --report-only first")
+    storage = make_storage(storage_url(out), create=False)
     curves = {}
     for strategy in strategies:
         runs = []
         for rep in range(args.reps):
             try:
                 study = optuna.load_study(study_name=f"{strategy}-{rep}", storage=storage)
-            except (KeyError, ValueError):  # not run (ValueError: no storage yet)
+            except KeyError:  # this repetition was not run
                 continue
             runs.append(curve(study, args.cpu_seconds))
         if runs:

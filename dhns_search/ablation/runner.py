@@ -8,9 +8,10 @@ Layout of the output folder::
     OUT/summary.json, OUT/comparison.md, OUT/curves.png   (written by :mod:`.report`)
 
 Runs go seed by seed (every arm with seed 0, then with seed 1, ...), so partial results are already
-paired.  Several processes (or machines sharing the folder) may run the same comparison at once: each run is
-trained by the one process that holds its lock (:func:`run_comparison`).  Running the same command again skips finished runs, resumes interrupted ones from their last
-checkpoint (bit for bit on CPU) and refuses an output folder made with another configuration.
+paired.  Running the same command again skips finished runs, resumes interrupted ones from their last
+checkpoint (bit for bit on CPU) and refuses an output folder made with another configuration.  Several
+processes (or machines sharing the folder) may run the same comparison at once: each run is trained by the
+one process that holds its lock (:func:`run_comparison`).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class DataConfig(StrictModel):
         "clean", description="what validation (which selects epochs and trials) evaluates: 'clean' = the file's "
         "rows less those that are training or test triples and repeats (a training triple measures memorisation, "
         "a test triple leaks the test into selection; DB15K's valid2id.txt: 8,719 of 9,904 rows are training "
-        "triples and 824 of the rest test triples, so 73 remain); 'file' = the file as given; 'holdout' = "
+        "triples and 1,105 of the rest test triples, so 73 remain); 'file' = the file as given; 'holdout' = "
         "data.valid_holdout training triples drawn once (a fixed draw, the same for every run) and left out of "
         "training, the file ignored.  The test split is always evaluated as given",
     )

@@ -458,14 +458,11 @@ def choose_valid(train: torch.Tensor, valid: torch.Tensor, test: torch.Tensor, m
 
     An empty result is refused afterwards by :func:`check_splits`.
     """
-    if mode == "file" or valid.shape[0] == 0 and mode == "clean":
+    if mode == "file":
         return train, valid, None
     if mode == "clean":
-        def keys(t: torch.Tensor) -> np.ndarray:
-            return _keys(t, num_entities, num_relations)
-
-        k = keys(valid)
-        in_train, in_test = np.isin(k, keys(train)), np.isin(k, keys(test))
+        k, train_keys, test_keys = (_keys(t, num_entities, num_relations) for t in (valid, train, test))
+        in_train, in_test = np.isin(k, train_keys), np.isin(k, test_keys)
         first = np.zeros(k.shape[0], dtype=bool)
         first[np.unique(k, return_index=True)[1]] = True
         keep = first & ~in_train & ~in_test

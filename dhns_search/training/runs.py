@@ -23,7 +23,8 @@ from dhns_search.training.checkpoint import CHECKPOINT
 from dhns_search.training.loop import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TrainResult, train
 
 __all__ = ["BEFORE_CHECKPOINT", "RUN_FILES", "SEED_PREFIX", "SUMMARY_FILE", "SeedSummary", "after_write_failure",
-           "default_run_dir", "discard_unstarted", "is_replay", "is_run_folder", "resume_run", "run_config", "seed_dir", "train_seeds"]
+           "default_run_dir", "discard_unstarted", "is_replay", "is_run_folder", "resume_run", "run_config",
+           "seed_dir", "train_seeds"]
 
 #: the means and standard deviations over the seeds of a run of several seeds
 SUMMARY_FILE = "summary.json"
